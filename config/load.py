@@ -82,7 +82,7 @@ class _Reader:
         return self.get(key, kind, default)
 
     def parsed(self, key: str, parse: Callable[[str], T], default: T) -> T:
-        text = self.get(key, str, None)  # type: ignore[arg-type]  # None marks "absent"
+        text = self.get(key, str, None)  # None marks "absent"
         if text is None:
             return default
         try:
@@ -226,7 +226,7 @@ def _load_origin(r: _Reader) -> OriginConfig:
 
 
 def _mode(r: _Reader, key: str, default: IncludeMode | None) -> IncludeMode | None:
-    text = r.get("" + key, str, None)  # type: ignore[arg-type]  # None marks "absent"
+    text = r.get(key, str, None)  # None marks "absent"
     if text is None:
         return default
     try:
