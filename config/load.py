@@ -292,6 +292,7 @@ def build_config(
     cache = CacheConfig(
         dir=cache_r.get("dir", str, cache_d.dir),
         max_size_bytes=cache_r.parsed("max_size", parse_size, cache_d.max_size_bytes),
+        memory_size_bytes=cache_r.parsed("memory_size", parse_size, cache_d.memory_size_bytes),
     )
     bus = BusConfig(url=bus_r.get("url", str, bus_d.url))
     if not bus.url.startswith(("memory://", "redis://", "rediss://")):

@@ -48,6 +48,7 @@ class SessionConfig:
 class CacheConfig:
     dir: str = ".weaver/cache"
     max_size_bytes: int = 1024**3
+    memory_size_bytes: int = 64 * 1024**2  # the hot tier; 0 turns it off
 
 
 @dataclass(frozen=True, slots=True)

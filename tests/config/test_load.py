@@ -21,6 +21,7 @@ publish_token = "env:WEAVER_PUBLISH_TOKEN"
 [cache]
 dir = ".weaver/cache"
 max_size = "512MiB"
+memory_size = "16MiB"
 
 [bus]
 url = "memory://"
@@ -61,6 +62,7 @@ def test_every_design_key_loads_into_typed_values(tmp_path: Path) -> None:
     assert config.session.secret == "s3cret"
     assert config.session.publish_token == "tok"
     assert config.cache.max_size_bytes == 512 * 1024**2
+    assert config.cache.memory_size_bytes == 16 * 1024**2
     assert config.bus.url == "memory://"
     origin = config.origin("shop")
     assert (origin.scheme, origin.host, origin.port, origin.events) == (
