@@ -1,0 +1,26 @@
+"""The cache's errors. A cache problem is never the client's: it becomes a miss."""
+
+from __future__ import annotations
+
+from weaver.config.errors import WeaverError
+
+
+class CacheError(WeaverError):
+    """Something in the cache layer went wrong."""
+
+
+class DamagedBlob(CacheError):
+    """A stored body does not hash to its name: it is removed and never served."""
+
+    def __init__(self, digest: str, actual: str) -> None:
+        self.digest = digest
+        self.actual = actual
+        super().__init__(f"blob {digest} is damaged (its bytes hash to {actual})")
+
+
+class StoreError(CacheError):
+    """The store could not read or write an entry (disk full, bad manifest…)."""
+
+
+class BadPurge(CacheError):
+    """A purge request is malformed; the message names the field."""

@@ -1,0 +1,157 @@
+"""bench_hit: req/s of cache-hit replay against the Python ceiling, in the same run.
+
+The ceiling is a bare aiohttp server returning the same bytes from memory. Weaver serves
+the same bodies as cache hits: from its memory tier, and from disk (a second Weaver with
+the memory tier off). An assembled page (a shell and 10 fragments, about 10 KB) is
+reported beside a plain page of its size: a hit replays stored bytes either way.
+
+The load generator is ``wrk`` when installed (``apt-get install wrk``), else Python
+clients in separate processes. Run: ``python -m loadtests.bench_hit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from loadtests.common import free_port, load_in_processes, start_process
+from weaver.config.load import build_config
+from weaver.proxy.app import build_app
+
+CACHE = {"Cache-Control": "max-age=3600"}
+FRAGMENT = "<li>" + "fragment text " * 60 + "</li>"
+
+
+def body(size: int) -> bytes:
+    unit = b"<p>lorem ipsum dolor sit amet, consectetur adipiscing</p>\n"
+    return (b"<!doctype html><html><body>\n" + unit * (size // len(unit) + 1))[:size]
+
+
+BODIES = {"/p20": body(20 * 1024), "/p200": body(200 * 1024)}
+SHELL = "<!doctype html><ul>" + "".join(f'<esi:include src="/f/{i}"/>' for i in range(10))
+
+
+def origin_app() -> web.Application:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=BODIES[request.path], content_type="text/html", headers=CACHE)
+
+    async def assembled(request: web.Request) -> web.Response:
+        return web.Response(text=SHELL + "</ul>", content_type="text/html", headers=CACHE)
+
+    async def fragment(request: web.Request) -> web.Response:
+        return web.Response(text=FRAGMENT, content_type="text/html", headers=CACHE)
+
+    app = web.Application()
+    for path in BODIES:
+        app.router.add_get(path, page)
+    app.router.add_get("/asm", assembled)
+    app.router.add_get("/f/{i}", fragment)
+    return app
+
+
+def ceiling_app(bodies: dict[str, bytes]) -> web.Application:
+    """The Python ceiling: the same bytes from memory, nothing else."""
+
+    def handler_for(data: bytes) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(body=data, content_type="text/html")
+
+        return handler
+
+    app = web.Application()
+    for path, data in bodies.items():
+        app.router.add_get(path, handler_for(data))
+    return app
+
+
+def weaver_app(origin_port: int, cache_dir: str, memory_size: str) -> web.Application:
+    config = build_config(
+        {
+            "cache": {"dir": cache_dir, "memory_size": memory_size},
+            "origin": [{"name": "o", "url": f"http://127.0.0.1:{origin_port}"}],
+            "route": [{"path": "/", "origin": "o"}],
+        },
+        "<bench>",
+    )
+    return build_app(config)
+
+
+def fetch(url: str) -> tuple[bytes, str]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read(), resp.headers.get("X-Weaver-Cache", "")
+
+
+def rps(url: str, duration_s: float, concurrency: int) -> float:
+    if shutil.which("wrk"):
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{concurrency}", f"-d{duration_s}s", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if match is None or "Non-2xx" in out:
+            raise RuntimeError(f"wrk failed on {url}:\n{out}")
+        return float(match.group(1))
+    return load_in_processes(url, duration_s=duration_s, concurrency=concurrency, processes=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    origin_port, ceiling_port = free_port(), free_port()
+    memory_port, disk_port = free_port(), free_port()
+    procs = [start_process(origin_app, origin_port)]
+    with tempfile.TemporaryDirectory() as mem_dir, tempfile.TemporaryDirectory() as disk_dir:
+        try:
+            procs.append(start_process(weaver_app, memory_port, origin_port, mem_dir, "64MiB"))
+            procs.append(start_process(weaver_app, disk_port, origin_port, disk_dir, "0"))
+            bodies = dict(BODIES)
+            for port in (memory_port, disk_port):
+                for path in (*BODIES, "/asm"):
+                    fetch(f"http://127.0.0.1:{port}{path}")
+                    data, status = fetch(f"http://127.0.0.1:{port}{path}")
+                    assert status == "HIT", (port, path, status)
+                    bodies[path] = data
+            bodies["/plain-asm"] = body(len(bodies["/asm"]))
+            procs.append(start_process(ceiling_app, ceiling_port, bodies))
+            tool = "wrk" if shutil.which("wrk") else "python clients"
+            print(f"load: {tool}, {args.concurrency} connections, {args.duration}s each")
+            results: dict[str, float] = {}
+            for path in ("/p20", "/p200", "/asm"):
+                ceiling = rps(
+                    f"http://127.0.0.1:{ceiling_port}{path}", args.duration, args.concurrency
+                )
+                memory = rps(
+                    f"http://127.0.0.1:{memory_port}{path}", args.duration, args.concurrency
+                )
+                disk = rps(f"http://127.0.0.1:{disk_port}{path}", args.duration, args.concurrency)
+                results[path] = memory
+                print(
+                    f"{path:6} {len(bodies[path]):7d} B  ceiling {ceiling:8.0f} req/s  "
+                    f"memory {memory:8.0f} ({memory / ceiling:.2f}x)  "
+                    f"disk {disk:8.0f} ({disk / ceiling:.2f}x)"
+                )
+            print(
+                "assembled hit vs plain 20 KB hit: "
+                f"{results['/asm'] / results['/p20']:.2f}x req/s "
+                f"({len(bodies['/asm'])} B vs {len(bodies['/p20'])} B)"
+            )
+            print(json.dumps({k: round(v) for k, v in results.items()}))
+        finally:
+            for proc in procs:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

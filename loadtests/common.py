@@ -1,0 +1,104 @@
+"""Helpers shared by the benchmark scripts: servers in child processes, a load loop."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _serve_forever(
+    factory: Callable[..., web.Application], port: int, args: tuple[Any, ...]
+) -> None:
+    import uvloop
+
+    web.run_app(
+        factory(*args),
+        host="127.0.0.1",
+        port=port,
+        access_log=None,
+        print=None,
+        handler_cancellation=True,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+def start_process(
+    factory: Callable[..., web.Application], port: int, *args: Any
+) -> mp.process.BaseProcess:
+    """Run ``factory(*args)`` as an aiohttp app in a child process on ``port``."""
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=_serve_forever, args=(factory, port, args), daemon=True)
+    proc.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+async def load(url: str, *, duration_s: float, concurrency: int) -> float:
+    """Requests per second that ``concurrency`` clients get from ``url`` over ``duration_s``."""
+    count = 0
+    deadline = time.perf_counter() + duration_s
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as client:
+
+        async def worker() -> None:
+            nonlocal count
+            while time.perf_counter() < deadline:
+                async with client.get(url) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise RuntimeError(f"{url} answered {resp.status}")
+                count += 1
+
+        started = time.perf_counter()
+        async with asyncio.TaskGroup() as tasks:
+            for _ in range(concurrency):
+                tasks.create_task(worker())
+        return count / (time.perf_counter() - started)
+
+
+def _load_child(url: str, duration_s: float, concurrency: int, out: Any) -> None:
+    import uvloop
+
+    out.put(uvloop.run(load(url, duration_s=duration_s, concurrency=concurrency)))
+
+
+def load_in_processes(url: str, *, duration_s: float, concurrency: int, processes: int) -> float:
+    """Total req/s from ``processes`` load processes (a Python client is itself a bottleneck)."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_load_child, args=(url, duration_s, concurrency, out))
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    total = sum(float(out.get(timeout=duration_s + 60)) for _ in procs)
+    for proc in procs:
+        proc.join(timeout=10)
+    return total
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000

@@ -1,0 +1,232 @@
+"""The ``weaver`` command: serve, check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from weaver.config.errors import ConfigError
+from weaver.config.load import build_config, load_config
+from weaver.config.schema import Config
+from weaver.proxy.app import build_app
+from weaver.proxy.demo.origin import build_origin
+
+log = logging.getLogger(__name__)
+
+
+def _run(main: asyncio.Future[None] | object) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we run
+        loop_factory = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main)  # type: ignore[arg-type]  # a coroutine
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on host:port (0 picks a free port); return the runner and the port."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server  # aiohttp exposes the bound socket only here
+    sockets = getattr(server, "sockets", None) or []
+    return runner, sockets[0].getsockname()[1] if sockets else port
+
+
+async def serve(config: Config) -> None:
+    """Serve ``config`` until SIGINT/SIGTERM, then shut down gracefully."""
+    listen = config.server.listen
+    runner, port = await start_site(build_app(config), listen.host, listen.port)
+    print(f"weaver: serving on http://{listen.host}:{port}/", flush=True)  # noqa: T201
+    try:
+        await _until_signal()
+    finally:
+        await runner.cleanup()
+
+
+def demo_config(origin_port: int, listen: str) -> Config:
+    return build_config(
+        {
+            "server": {"listen": listen},
+            "origin": [
+                {"name": "demo", "url": f"http://127.0.0.1:{origin_port}", "events": "/_events"}
+            ],
+            "route": [{"path": "/", "origin": "demo", "ttl": "10s", "fragment_timeout": "500ms"}],
+        },
+        "<demo>",
+    )
+
+
+async def demo(listen: str) -> None:
+    """The bundled demo origin behind Weaver, on the embedded defaults."""
+    origin_runner, origin_port = await start_site(build_origin(), "127.0.0.1", 0)
+    try:
+        config = demo_config(origin_port, listen)
+        runner, port = await start_site(
+            build_app(config), config.server.listen.host, config.server.listen.port
+        )
+        try:
+            host = config.server.listen.host
+            print(f"weaver demo: origin on http://127.0.0.1:{origin_port}/", flush=True)  # noqa: T201
+            print(f"weaver demo: open http://{host}:{port}/  (Ctrl-C stops)", flush=True)  # noqa: T201
+            await _until_signal()
+        finally:
+            await runner.cleanup()
+    finally:
+        await origin_runner.cleanup()
+    print("weaver demo: stopped", flush=True)  # noqa: T201
+
+
+def _load_or_exit(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None
+
+
+def _summary(config: Config) -> str:
+    lines = [f"{config.source}: ok"]
+    lines.append(f"  server  {config.server.listen}  session {config.session.listen}")
+    lines.append(f"  cache   {config.cache.dir} ({config.cache.max_size_bytes} bytes)")
+    lines.append(f"  bus     {config.bus.url}")
+    for origin in config.origins:
+        lines.append(f"  origin  {origin.name} -> {origin.url}")
+    for route in config.routes:
+        lines.append(
+            f"  route   {route.path} -> {route.origin} ({route.include_mode}, "
+            f"{len(route.includes)} include rule(s))"
+        )
+    return "\n".join(lines)
+
+
+def purge_command(config: Config, args: argparse.Namespace) -> int:
+    """``weaver purge``: ask the running server to purge (so every node's bus gets it)."""
+    body: dict[str, object] = {}
+    if args.tag:
+        body["tags"] = args.tag
+    if args.prefix:
+        body["prefix"] = args.prefix
+    if args.key:
+        body["keys"] = args.key
+    if args.soft:
+        body["soft"] = True
+    if not (args.tag or args.prefix or args.key):
+        print("weaver purge: give --tag, --prefix or --key", file=sys.stderr)  # noqa: T201
+        return 2
+    url = args.url or f"http://{config.server.listen}/_weaver/purge"
+    return _post_json(url, body, config.session.publish_token)
+
+
+def publish_command(config: Config, args: argparse.Namespace) -> int:
+    """``weaver publish``: push a message to a channel or one session on a running server."""
+    import json
+
+    try:
+        data = json.loads(args.data)
+    except ValueError as exc:
+        print(f"weaver publish: --data is not JSON: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    body: dict[str, object] = {"data": data}
+    if args.channel:
+        body["channel"] = args.channel
+    elif args.session:
+        body["session"] = args.session
+    else:
+        print("weaver publish: give --channel or --session", file=sys.stderr)  # noqa: T201
+        return 2
+    url = args.url or f"http://{config.server.listen}/_weaver/publish"
+    return _post_json(url, body, config.session.publish_token)
+
+
+def _post_json(url: str, body: dict[str, object], token: str) -> int:
+    """POST ``body`` with the bearer token; print the answer; 0 on 2xx, 1 otherwise."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            print(resp.read().decode())  # noqa: T201
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"{url}: {exc.code} {exc.read().decode()}", file=sys.stderr)  # noqa: T201
+        return 1
+    except OSError as exc:
+        print(f"{url}: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="weaver", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_p = commands.add_parser("serve", help="serve a config")
+    serve_p.add_argument("--config", default="weaver.toml")
+    check_p = commands.add_parser("check", help="validate a config and print every error")
+    check_p.add_argument("--config", default="weaver.toml")
+    demo_p = commands.add_parser("demo", help="the bundled demo origin behind Weaver")
+    demo_p.add_argument("--listen", default="127.0.0.1:8080")
+    purge_p = commands.add_parser("purge", help="purge cached entries on a running server")
+    purge_p.add_argument("--config", default="weaver.toml")
+    purge_p.add_argument("--url", help="the purge endpoint (default: server.listen)")
+    purge_p.add_argument("--tag", action="append", default=[])
+    purge_p.add_argument("--prefix")
+    purge_p.add_argument("--key", action="append", default=[])
+    purge_p.add_argument("--soft", action="store_true", help="mark stale instead of delete")
+    publish_p = commands.add_parser("publish", help="push a message to a channel or session")
+    publish_p.add_argument("--config", default="weaver.toml")
+    publish_p.add_argument("--url", help="the publish endpoint (default: server.listen)")
+    publish_p.add_argument("--channel")
+    publish_p.add_argument("--session")
+    publish_p.add_argument("--data", required=True, help="the message, as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+    if args.command == "check":
+        config = _load_or_exit(args.config)
+        print(_summary(config))  # noqa: T201
+    elif args.command == "serve":
+        config = _load_or_exit(args.config)
+        Path(config.cache.dir).mkdir(parents=True, exist_ok=True)
+        _run(serve(config))
+    elif args.command == "demo":
+        _run(demo(args.listen))
+    elif args.command == "publish":
+        raise SystemExit(publish_command(_load_or_exit(args.config), args))
+    elif args.command == "purge":
+        raise SystemExit(purge_command(_load_or_exit(args.config), args))
+
+
+if __name__ == "__main__":
+    main()

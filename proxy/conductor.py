@@ -1,0 +1,330 @@
+"""The conductor: turns a scanned origin stream into pushes onto a sequencer.
+
+Text goes on as it is scanned; each blocking include becomes a fragment whose fetch starts
+the moment its tag is seen (a task in the page's TaskGroup) and whose output is a nested
+:class:`Sequencer` pushed in the include's place, so fragments run in parallel and are
+spliced in document order. Fragments are scanned too, so includes nest up to
+``server.max_include_depth``. Suspense includes become deterministic placeholders.
+
+A failing fragment never fails the page: it yields its ``alt``, else its fallback (or
+nothing with ``onerror="continue"``), and what it already streamed stays, with a comment
+marking the cut. Only the shell's own failure fails the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from weaver.config.schema import Config, IncludeMode, OriginConfig, RouteConfig
+from weaver.proxy.errors import FragmentError, OriginError
+from weaver.proxy.includes import IncludePlan, fragment_request_headers, plan_include
+from weaver.proxy.origin import OriginClient
+from weaver.proxy.scanner import Include, Scanner, Subscribe, Text
+from weaver.proxy.sequencer import Sequencer
+from weaver.proxy.slots import cut_marker, placeholder, slot_id
+
+log = logging.getLogger(__name__)
+
+MAX_SUSPENSE_BYTES = 1024 * 1024
+
+
+@dataclass(slots=True)
+class FragmentRecord:
+    """What happened to one include: for Server-Timing, logs and the cache's rules."""
+
+    src: str
+    mode: IncludeMode
+    started_s: float
+    duration_s: float | None = None
+    outcome: str = "pending"  # ok, alt, timeout, error, refused, depth, suspense
+    status: int | None = None
+    streamed_bytes: int = 0
+    headers: CIMultiDictProxy[str] | None = None
+
+    @property
+    def is_done(self) -> bool:
+        return self.outcome != "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class SuspenseSlot:
+    """A suspense include left as a placeholder; the session delivers its content."""
+
+    slot: str
+    plan: IncludePlan
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryHead:
+    """What the primary fragment decided for the page (Tailor's primary fragment)."""
+
+    status: int
+    location: str | None
+
+
+@dataclass(slots=True)
+class Weave:
+    """The weave of one page request: owns its fragment fetches through ``tasks``.
+
+    Args:
+        tasks: the request's TaskGroup; cancelling it (client gone) stops every fetch.
+    """
+
+    client: OriginClient
+    config: Config
+    route: RouteConfig
+    origin: OriginConfig
+    visitor_headers: Mapping[str, str]
+    tasks: asyncio.TaskGroup
+    fragments: list[FragmentRecord] = field(default_factory=list)
+    suspense: list[SuspenseSlot] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)
+    has_fallback: bool = False
+    primary: asyncio.Future[PrimaryHead] | None = None
+
+    def sequencer(self) -> Sequencer:
+        return Sequencer(
+            max_buffer_bytes=self.config.server.fragment_buffer_bytes, task_group=self.tasks
+        )
+
+    async def conduct_page(
+        self, body: AsyncIterator[bytes], seq: Sequencer, *, base_url: str
+    ) -> None:
+        """Scan the shell's body onto ``seq`` and end it.
+
+        If the shell breaks off, the error is pushed in place so that the consumer fails
+        the response instead of ending it as if it were whole.
+        """
+        try:
+            await self.conduct(body, seq, base_url=base_url, path=(), depth=0, record=None)
+        except Exception as exc:
+            seq.push(_Raising(exc))
+        finally:
+            seq.end()
+
+    async def conduct(
+        self,
+        body: AsyncIterator[bytes],
+        seq: Sequencer,
+        *,
+        base_url: str,
+        path: tuple[int, ...],
+        depth: int,
+        record: FragmentRecord | None,
+    ) -> None:
+        """Scan ``body`` and push its text, fragments and placeholders onto ``seq``."""
+        scanner = Scanner()
+        async for chunk in body:
+            for event in scanner.feed(chunk):
+                await self._on_event(event, seq, base_url, path, depth, record)
+        for event in scanner.close():
+            await self._on_event(event, seq, base_url, path, depth, record)
+
+    async def _on_event(
+        self,
+        event: Text | Include | Subscribe,
+        seq: Sequencer,
+        base_url: str,
+        path: tuple[int, ...],
+        depth: int,
+        record: FragmentRecord | None,
+    ) -> None:
+        if isinstance(event, Text):
+            if record is not None:
+                record.streamed_bytes += len(event.data)
+            seq.push_bytes(event.data)
+            await seq.drain()
+        elif isinstance(event, Subscribe):
+            if event.channel not in self.channels:
+                self.channels.append(event.channel)
+        else:
+            self._on_include(event, seq, base_url, path, depth, record)
+
+    def _on_include(
+        self,
+        include: Include,
+        seq: Sequencer,
+        base_url: str,
+        path: tuple[int, ...],
+        depth: int,
+        parent: FragmentRecord | None,
+    ) -> None:
+        plan = plan_include(
+            include, base_url=base_url, route=self.route, origin=self.origin, config=self.config
+        )
+        loop = asyncio.get_running_loop()
+        record = FragmentRecord(plan.src, plan.mode, loop.time())
+        self.fragments.append(record)
+        position = (*path, include.index)
+
+        def fallback(outcome: str) -> None:
+            self.has_fallback = True
+            record.outcome = outcome
+            record.duration_s = 0.0
+            text = cut_marker(plan.src, outcome)
+            if not plan.continue_on_error:
+                text += plan.fallback
+            seq.push_bytes(text)
+
+        if plan.refused is not None:
+            log.warning("include %s refused: %s", plan.src, plan.refused)
+            fallback("refused")
+        elif plan.mode is IncludeMode.SUSPENSE:
+            slot = slot_id(position, plan.src)
+            record.outcome = "suspense"
+            record.duration_s = 0.0
+            self.suspense.append(SuspenseSlot(slot, plan))
+            seq.push_bytes(placeholder(slot, plan.fallback))
+        elif depth >= self.config.server.max_include_depth:
+            log.warning("include %s not fetched: depth limit %d reached", plan.src, depth)
+            fallback("depth")
+        else:
+            if plan.is_primary and self.primary is None and depth == 0:
+                self.primary = loop.create_future()
+            inner = self.sequencer()
+            seq.push(inner)
+            self.tasks.create_task(self._fragment(plan, inner, position, depth + 1, record))
+
+    async def _fragment(
+        self,
+        plan: IncludePlan,
+        inner: Sequencer,
+        path: tuple[int, ...],
+        depth: int,
+        record: FragmentRecord,
+    ) -> None:
+        """Fetch one blocking fragment into ``inner``; never raises but CancelledError."""
+        loop = asyncio.get_running_loop()
+        is_primary = plan.is_primary and depth == 1
+        reason: str | None = None
+        try:
+            await self._fetch_into(
+                plan.url,
+                plan,
+                inner,
+                path,
+                depth,
+                record,
+                loop.time() + plan.timeout_s,
+                is_primary=is_primary,
+            )
+            record.outcome = "ok"
+        except TimeoutError:
+            reason = "timeout"
+        except (OriginError, FragmentError) as exc:
+            log.info("fragment %s failed: %s", plan.src, exc)
+            reason = "error"
+        except Exception:
+            log.exception("fragment %s failed unexpectedly", plan.src)
+            reason = "error"
+        try:
+            if reason == "error" and plan.alt_url and record.streamed_bytes == 0:
+                try:
+                    await self._fetch_into(
+                        plan.alt_url,
+                        plan,
+                        inner,
+                        path,
+                        depth,
+                        record,
+                        loop.time() + plan.timeout_s,
+                        is_primary=False,
+                    )
+                    record.outcome, reason = "alt", None
+                except (TimeoutError, OriginError, FragmentError) as exc:
+                    log.info("fragment %s alt %s failed: %s", plan.src, plan.alt_url, exc)
+            if reason is not None:
+                self.has_fallback = True
+                record.outcome = reason
+                marker = cut_marker(plan.src, reason)
+                if record.streamed_bytes or plan.continue_on_error:
+                    inner.push_bytes(marker)
+                else:
+                    inner.push_bytes(marker + plan.fallback)
+                if is_primary and self.primary is not None and not self.primary.done():
+                    self.primary.set_result(PrimaryHead(502, None))
+        finally:
+            record.duration_s = loop.time() - record.started_s
+            inner.end()
+
+    async def _fetch_into(
+        self,
+        url: str,
+        plan: IncludePlan,
+        inner: Sequencer,
+        path: tuple[int, ...],
+        depth: int,
+        record: FragmentRecord,
+        deadline: float,
+        *,
+        is_primary: bool,
+    ) -> None:
+        headers = CIMultiDict(fragment_request_headers(self.visitor_headers, self.route.vary))
+        headers["Accept-Encoding"] = "identity"
+        async with self.client.request("GET", url, headers=headers, deadline=deadline) as resp:
+            record.status = resp.status
+            record.headers = resp.headers
+            if is_primary and self.primary is not None and not self.primary.done():
+                self.primary.set_result(PrimaryHead(resp.status, resp.headers.get("Location")))
+                if resp.status >= 500:
+                    raise FragmentError(plan.src, f"primary answered {resp.status}")
+            elif not 200 <= resp.status < 300:
+                raise FragmentError(plan.src, f"answered {resp.status}")
+            body = resp.chunks(deadline=deadline)
+            if resp.is_html:
+                await self.conduct(body, inner, base_url=url, path=path, depth=depth, record=record)
+            else:
+                async for chunk in body:
+                    record.streamed_bytes += len(chunk)
+                    inner.push_bytes(chunk)
+                    await inner.drain()
+
+
+async def fetch_suspense(
+    client: OriginClient,
+    plan: IncludePlan,
+    *,
+    visitor_headers: Mapping[str, str],
+    vary: tuple[str, ...],
+) -> str:
+    """Fetch a suspense fragment for one visitor, with their cookies and credentials.
+
+    Raises:
+        TimeoutError: the fragment took longer than its timeout.
+        FragmentError: it answered an error status or more than MAX_SUSPENSE_BYTES.
+        OriginError: it could not be reached.
+    """
+    headers = CIMultiDict(fragment_request_headers(visitor_headers, vary))
+    for name in ("Cookie", "Authorization"):
+        value = visitor_headers.get(name) or visitor_headers.get(name.lower())
+        if value:
+            headers[name] = value
+    headers["Accept-Encoding"] = "identity"
+    deadline = asyncio.get_running_loop().time() + plan.timeout_s
+    async with client.request("GET", plan.url, headers=headers, deadline=deadline) as resp:
+        if not 200 <= resp.status < 300:
+            raise FragmentError(plan.src, f"answered {resp.status}")
+        body = bytearray()
+        async for chunk in resp.chunks(deadline=deadline):
+            body += chunk
+            if len(body) > MAX_SUSPENSE_BYTES:
+                raise FragmentError(plan.src, f"larger than {MAX_SUSPENSE_BYTES} bytes")
+    return body.decode("utf-8", errors="replace")
+
+
+class _Raising:
+    """An async iterable that fails where it stands in the sequence."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def __aiter__(self) -> _Raising:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise self.exc

@@ -1,0 +1,25 @@
+"""What every request handler shares: the config, the origin client, the store, the fills."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from weaver.cache.store import Store
+from weaver.config.schema import Config
+from weaver.proxy.origin import OriginClient
+from weaver.proxy.paint import Fills
+
+
+@dataclass(slots=True)
+class Edge:
+    """The long-lived parts of one Weaver process, built and closed by the app."""
+
+    config: Config
+    client: OriginClient
+    store: Store | None
+    fills: Fills
+
+
+EDGE_KEY = web.AppKey("edge", Edge)

@@ -1,0 +1,27 @@
+"""Suspense slots and cut markers: deterministic bytes for the shared paint (pure).
+
+A slot id depends only on the include's position in the document tree and its ``src``,
+never on time, randomness or the visitor, so every visitor gets the same paint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def slot_id(position: tuple[int, ...], src: str) -> str:
+    """``w`` and 12 hex digits of BLAKE2b over the position (``0.3.1``) and ``src``."""
+    text = ".".join(map(str, position)) + "\n" + src
+    return "w" + hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def placeholder(slot: str, fallback: bytes) -> bytes:
+    """``<weaver-slot id="SLOT">fallback</weaver-slot>`` (DESIGN.md, Wire format)."""
+    return b'<weaver-slot id="' + slot.encode() + b'">' + fallback + b"</weaver-slot>"
+
+
+def cut_marker(src: str, reason: str) -> bytes:
+    """An HTML comment marking where a fragment was cut, which ``src`` cannot close early."""
+    safe = src.replace("--", "- -").replace(">", "&gt;")
+    safe = safe.replace("--", "- -")  # "---" leaves one "--" after the first pass
+    return f"<!-- weaver: fragment {safe} cut ({reason}) -->".encode()
