@@ -167,9 +167,14 @@ class Store:
         self._memory_bytes = 0
         self._verified: OrderedDict[str, None] = OrderedDict()  # under _verified_lock
         self._verified_lock = threading.Lock()
+        # Keys this process knows are stored: a key not here is a miss without a disk
+        # lookup. Entries other worker processes store are not here (they are refilled
+        # by this one); keys purged elsewhere are, and their lookup then misses.
+        self._known: set[str] = set()
 
     async def open(self) -> None:
         await asyncio.to_thread(self._open_sync)
+        self._known = set(await self.keys())
 
     def _open_sync(self) -> None:
         tmp = self.directory / "tmp"
@@ -208,8 +213,11 @@ class Store:
         if hot is not None:
             self._memory.move_to_end(key)
             return Entry(self, hot[0], hot[1])
+        if key not in self._known:  # fast: a set lookup
+            return None
         found = await asyncio.to_thread(self._get_sync, key)
         if found is None:
+            self._known.discard(key)
             return None
         manifest, body = found
         if body is not None:
@@ -316,6 +324,7 @@ class Store:
 
     async def _commit(self, manifest: Manifest, body: bytes | None, path: str | None) -> None:
         await asyncio.to_thread(self._commit_sync, manifest, body, path)
+        self._known.add(manifest.key)
         if body is not None:
             self._remember(manifest.key, manifest, body)
         else:
@@ -359,6 +368,7 @@ class Store:
 
     async def delete(self, key: str) -> bool:
         self._forget(key)
+        self._known.discard(key)
         deleted: bool = await asyncio.to_thread(self._db.delete, ("manifest", key))
         return deleted
 

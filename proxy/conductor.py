@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -31,6 +32,9 @@ from weaver.proxy.slots import cut_marker, placeholder, slot_id
 log = logging.getLogger(__name__)
 
 MAX_SUSPENSE_BYTES = 1024 * 1024
+
+# A fragment fetch waits for the response's first bytes to go out, at most this long.
+FRAGMENT_START_GRACE_S = 0.002
 
 
 @dataclass(slots=True)
@@ -86,6 +90,39 @@ class Weave:
     channels: list[str] = field(default_factory=list)
     has_fallback: bool = False
     primary: asyncio.Future[PrimaryHead] | None = None
+    # Set once the response's first bytes are out (or FRAGMENT_START_GRACE_S after a tag):
+    # fragment fetches start then, so starting twenty of them does not delay the TTFB.
+    is_started: bool = False
+    _waiting: list[Coroutine[Any, Any, None]] = field(default_factory=list)
+    _go_timer: asyncio.TimerHandle | None = None
+
+    def start_fragments(self) -> None:
+        """Start every fragment fetch waiting, and later ones at once. Idempotent."""
+        self.is_started = True
+        if self._go_timer is not None:
+            self._go_timer.cancel()
+            self._go_timer = None
+        waiting, self._waiting = self._waiting, []
+        for coro in waiting:
+            self.tasks.create_task(coro)
+
+    def close(self) -> None:
+        """Drop fetches that never started (the page ended or broke off before)."""
+        if self._go_timer is not None:
+            self._go_timer.cancel()
+            self._go_timer = None
+        waiting, self._waiting = self._waiting, []
+        for coro in waiting:
+            coro.close()
+
+    def _start(self, coro: Coroutine[Any, Any, None], *, is_urgent: bool) -> None:
+        if self.is_started or is_urgent:
+            self.tasks.create_task(coro)
+            return
+        self._waiting.append(coro)
+        if self._go_timer is None:
+            loop = asyncio.get_running_loop()
+            self._go_timer = loop.call_later(FRAGMENT_START_GRACE_S, self.start_fragments)
 
     def sequencer(self) -> Sequencer:
         return Sequencer(
@@ -188,7 +225,11 @@ class Weave:
                 self.primary = loop.create_future()
             inner = self.sequencer()
             seq.push(inner)
-            self.tasks.create_task(self._fragment(plan, inner, position, depth + 1, record))
+            # The primary decides the head, so it never waits for the head to go out.
+            is_urgent = plan.is_primary and depth == 0
+            self._start(
+                self._fragment(plan, inner, position, depth + 1, record), is_urgent=is_urgent
+            )
 
     async def _fragment(
         self,

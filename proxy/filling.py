@@ -129,35 +129,64 @@ async def _weave(
             visitor_headers=plan.vary_headers,
             tasks=tasks,
         )
-        seq = weave.sequencer()
-        held = asyncio.Event()
-        tasks.create_task(
-            weave.conduct_page(_hold_until_scanned(resp.chunks(), held), seq, base_url=resp.url)
-        )
-        await held.wait()
-        status = resp.status
-        headers = strip_hop_by_hop(resp.headers)
-        for name in _SHELL_HEADERS_DROPPED:
-            headers.popall(name, None)
-        if weave.primary is not None:
-            head: PrimaryHead = await weave.primary
-            status = head.status
-            if head.location is not None:
-                headers["Location"] = head.location
-        headers.popall("Link", None)
-        for link in merged_links(resp, weave.fragments):
-            headers.add("Link", link)
-        headers["Server-Timing"] = server_timing(shell_s, weave.fragments)
-        fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
-        fill.channels = weave.channels
-        fill.set_head(Head(status, headers, is_shareable=reason is None))
-        async for chunk in seq:
-            if writer is not None:
-                await writer.write(chunk)
-            await fill.feed(chunk)
+        try:
+            await _weave_into(fill, weave, plan, resp, writer, shell_s, reason)
+        finally:
+            weave.close()
     fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
-    log.info("woven %s status=%d %s", plan.url, status, server_timing(shell_s, weave.fragments))
+    log.info(
+        "woven %s status=%d %s",
+        plan.url,
+        fill.head.result().status,
+        server_timing(shell_s, weave.fragments),
+    )
     return weave
+
+
+async def _weave_into(
+    fill: Fill,
+    weave: Weave,
+    plan: FillPlan,
+    resp: OriginResponse,
+    writer: BlobWriter | None,
+    shell_s: float,
+    reason: str | None,
+) -> None:
+    """Conduct the shell onto a sequencer; feed its output to the fill and the writer."""
+    seq = weave.sequencer()
+    held = asyncio.Event()
+    weave.tasks.create_task(
+        weave.conduct_page(_hold_until_scanned(resp.chunks(), held), seq, base_url=resp.url)
+    )
+    await held.wait()
+    status = resp.status
+    headers = strip_hop_by_hop(resp.headers)
+    for name in _SHELL_HEADERS_DROPPED:
+        headers.popall(name, None)
+    if weave.primary is not None:
+        head: PrimaryHead = await weave.primary
+        status = head.status
+        if head.location is not None:
+            headers["Location"] = head.location
+    headers.popall("Link", None)
+    for link in merged_links(resp, weave.fragments):
+        headers.add("Link", link)
+    headers["Server-Timing"] = server_timing(shell_s, weave.fragments)
+    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
+    fill.channels = weave.channels
+    fill.set_head(Head(status, headers, is_shareable=reason is None))
+    first = seq.take_ready()
+    if first:
+        if writer is not None:
+            await writer.write(first)
+        await fill.feed(first)
+    # Fragment fetches start once a client has the head and first bytes (or after a
+    # grace period): starting twenty fetches must not delay the first byte.
+    fill.on_started(weave.start_fragments)
+    async for chunk in seq:
+        if writer is not None:
+            await writer.write(chunk)
+        await fill.feed(chunk)
 
 
 async def _commit(

@@ -225,6 +225,8 @@ async def _follow(
             if request.method != "HEAD":
                 async for chunk in follower.chunks():
                     await response.write(chunk)
+                    fill.mark_started()
+            fill.mark_started()
         except (FillFailed, FollowerLagged) as exc:
             log.warning("response for %s aborted: %s", request.path, exc)
             if request.transport is not None:

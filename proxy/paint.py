@@ -82,6 +82,7 @@ class Fill:
         self._space = asyncio.Event()
         self._space.set()
         # What the page asks of each visitor's session, known once the weave has run.
+        self._started: list[Callable[[], None]] | None = []  # None once started
         self.slots: list[tuple[str, str, float]] = []  # suspense slot id, URL, timeout
         self.channels: list[str] = []
 
@@ -123,6 +124,19 @@ class Fill:
                 continue
             self._space.clear()
             await self._space.wait()
+
+    def on_started(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once a follower has written the head and first bytes."""
+        if self._started is None:
+            callback()
+        else:
+            self._started.append(callback)
+
+    def mark_started(self) -> None:
+        """A client has its first bytes: work that would delay them may start now."""
+        callbacks, self._started = self._started, None
+        for callback in callbacks or ():
+            callback()
 
     def finish(self) -> None:
         self.state = FillState.DONE
@@ -220,6 +234,9 @@ class Follower:
 
     async def head(self) -> Head:
         """The fill's head; raises what broke the fill before its head was known."""
+        if self.fill.head.done():
+            return self.fill.head.result()
+        # Shielded: a follower that goes away must not cancel the others' head.
         return await asyncio.shield(self.fill.head)
 
     async def chunks(self) -> AsyncIterator[bytes]:

@@ -207,6 +207,10 @@ class Sequencer(AbstractAsyncContextManager["Sequencer"]):
             self.aclose()
             raise
 
+    def take_ready(self) -> bytes:
+        """What the consumer can have without waiting (b"" if nothing); consumes it."""
+        return self._take_ready()
+
     def _take_ready(self) -> bytes:
         """Everything readable at the head without waiting, up to MAX_WRITE_BYTES."""
         out: list[bytes] = []
