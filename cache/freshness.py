@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from weaver.cache.keys import parse_vary
 
 # RFC 9110 §15.1: statuses cacheable by default (heuristically cacheable).
@@ -57,8 +59,9 @@ class CacheState(enum.Enum):
 
 
 def _get(headers: Mapping[str, str], name: str) -> str | None:
+    """A header of a case-insensitive multidict or of a plain (any case) mapping."""
     value = headers.get(name)
-    if value is None:
+    if value is None and not isinstance(headers, (CIMultiDict, CIMultiDictProxy)):
         lowered = name.lower()
         for key, item in headers.items():
             if key.lower() == lowered:
@@ -285,6 +288,8 @@ class RequestDirectives:
 def request_wants(headers: Mapping[str, str]) -> RequestDirectives:
     """RFC 9111 §5.2.1; ``Pragma: no-cache`` counts only without Cache-Control (§5.4)."""
     cc_text = _get(headers, "Cache-Control")
+    if cc_text is None and _get(headers, "Pragma") is None:
+        return _NO_REQUEST_DIRECTIVES
     cc = parse_cache_control(cc_text)
     no_cache = "no-cache" in cc
     if cc_text is None and "no-cache" in (_get(headers, "Pragma") or "").lower():
@@ -295,6 +300,9 @@ def request_wants(headers: Mapping[str, str]) -> RequestDirectives:
         min_fresh_s=_seconds(cc.get("min-fresh")) if "min-fresh" in cc else None,
         only_if_cached="only-if-cached" in cc,
     )
+
+
+_NO_REQUEST_DIRECTIVES = RequestDirectives()
 
 
 def satisfies(freshness: Freshness, wants: RequestDirectives, now: float) -> bool:

@@ -7,8 +7,11 @@ answered from the GET entry.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, quote, unquote
+
+from multidict import CIMultiDict, CIMultiDictProxy
 
 _DEFAULT_PORTS = (":80", ":443")
 
@@ -30,9 +33,15 @@ def normalise_query(query: str) -> str:
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
 
 
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_CANONICAL_PATH = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=\-._~]+")
+
+
 def normalise_path(path: str) -> str:
     """Percent-encoding made canonical: ``/a%7eb`` and ``/a~b`` are one path."""
-    return quote(unquote(path), safe="/:@!$&'()*+,;=-._~") or "/"
+    if _CANONICAL_PATH.fullmatch(path):
+        return path  # the common case: nothing to decode or encode
+    return quote(unquote(path), safe=_PATH_SAFE) or "/"
 
 
 def cache_key(
@@ -76,6 +85,17 @@ def request_vary_values(
     route_vary: Sequence[str], response_vary: Sequence[str], headers: Mapping[str, str]
 ) -> tuple[tuple[str, str], ...]:
     """The union of the route's and the origin's Vary names with the request's values."""
-    lowered = {name.lower(): value for name, value in headers.items()}
+    if not route_vary and not response_vary:
+        return ()
     names = sorted({n.lower() for n in route_vary} | {n.lower() for n in response_vary})
-    return tuple((name, lowered.get(name, "")) for name in names)
+    return tuple((name, _header(headers, name)) for name in names)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name)
+    if value is not None or isinstance(headers, (CIMultiDict, CIMultiDictProxy)):
+        return value or ""  # multidicts are case-insensitive already
+    for key, item in headers.items():
+        if key.lower() == name:
+            return item
+    return ""

@@ -1,11 +1,11 @@
 """The content-addressed store on diskcache: the only module that touches the disk.
 
-Layout, in one ``diskcache.Cache`` (SQLite index, large values as files, LRU eviction
-under ``max_size_bytes``):
+Layout, in one ``diskcache.Cache`` (SQLite index, large values as files, eviction of the
+least recently stored under ``max_size_bytes``):
 
 - ``("blob", digest)``: a body, named by the BLAKE2b-256 of its bytes, stored once however
   many manifests name it. Blobs are not reference-counted: purging a manifest leaves its
-  blob to the size-bound eviction, which drops the least recently used first.
+  blob to the size-bound eviction, which drops the least recently stored first.
 - ``("manifest", key)``: the encoded :class:`~weaver.cache.manifest.Manifest`.
 - ``("tag", tag)``: the keys stored with a purge tag.
 
@@ -58,6 +58,11 @@ class Entry:
         self.manifest = manifest
         self._store = store
         self._body = body
+
+    @property
+    def whole(self) -> bytes | None:
+        """The verified body when it is in memory (small bodies), else None: stream it."""
+        return self._body
 
     async def body(
         self, chunk_bytes: int = CHUNK_BYTES, *, start: int = 0, end: int | None = None
@@ -184,7 +189,9 @@ class Store:
         self._cache = diskcache.Cache(
             str(self.directory / "db"),
             size_limit=self.max_size_bytes,
-            eviction_policy="least-recently-used",
+            # Not least-recently-used: that policy writes the access time on every read,
+            # a write transaction per hit. Hot entries live in the memory tier instead.
+            eviction_policy="least-recently-stored",
         )
 
     async def close(self) -> None:

@@ -92,7 +92,7 @@ def fetch(url: str) -> tuple[bytes, str]:
 def rps(url: str, duration_s: float, concurrency: int) -> float:
     if shutil.which("wrk"):
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{concurrency}", f"-d{duration_s}s", url],
+            ["wrk", "-t2", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", url],
             capture_output=True,
             text=True,
             check=True,
