@@ -2,8 +2,9 @@
 
 Reports Weaver's TTFB and total time against the ideal (the slowest fragment, since they
 run in parallel) and against the sequential cost (the sum), as ratios, and the TTFB of the
-origin's shell alone. Origin, Weaver and the client each run in their own process, as in production: a client
-on Weaver's own event loop would be charged for the fragment fetches Weaver starts.
+origin's shell alone. Origin, Weaver and the client each run in their own process, as
+in production: a client on Weaver's own event loop would be charged for the fragment
+fetches Weaver starts.
 Run: ``python -m loadtests.bench_assembly``.
 """
 

@@ -110,8 +110,8 @@ def _resolve(
     """The absolute URL for ``src`` and, if it must not be fetched, why."""
     if not src:
         return "", "no src"
-    url = urljoin(base_url, src)
     try:
+        url = urljoin(base_url, src)
         parts = urlsplit(url)
         port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
     except ValueError:

@@ -1,0 +1,151 @@
+"""Include policy: mode and timeout precedence, URL resolution, the SSRF guard."""
+
+from __future__ import annotations
+
+import pytest
+
+from weaver.config.load import build_config
+from weaver.config.schema import Config, IncludeMode
+from weaver.proxy.includes import IncludePlan, fragment_request_headers, plan_include
+from weaver.proxy.scanner import Include, Scanner
+from weaver.proxy.slots import cut_marker, placeholder, slot_id
+
+SHOP = "http://127.0.0.1:9000"
+
+
+def config(**route: object) -> Config:
+    table: dict[str, object] = {"path": "/", "origin": "shop", "fragment_timeout": "500ms"}
+    table.update(route)
+    return build_config(
+        {
+            "origin": [
+                {"name": "shop", "url": SHOP, "allow_hosts": ["cdn.example:8443"]},
+                {"name": "secure", "url": "https://api.example"},
+            ],
+            "route": [table],
+        },
+        "<test>",
+    )
+
+
+def include(tag: bytes) -> Include:
+    scanner = Scanner()
+    [found] = [e for e in scanner.feed(tag) + scanner.close() if isinstance(e, Include)]
+    return found
+
+
+def plan(tag: bytes, cfg: Config | None = None, base_url: str = SHOP + "/p/1") -> IncludePlan:
+    cfg = cfg or config()
+    return plan_include(
+        include(tag), base_url=base_url, route=cfg.routes[0], origin=cfg.origins[0], config=cfg
+    )
+
+
+RULES: list[dict[str, object]] = [
+    {"src": "/recs*", "mode": "suspense", "timeout": "2s"},
+    {"src": "/slow", "timeout": "3s"},
+]
+
+
+@pytest.mark.parametrize(
+    ("tag", "mode", "timeout_s"),
+    [
+        (b'<esi:include src="/header"/>', IncludeMode.BLOCKING, 0.5),  # the route default
+        (b'<esi:include src="/recs/1"/>', IncludeMode.SUSPENSE, 2.0),  # the rule
+        (b'<weaver-include src="/recs/1" mode="blocking"/>', IncludeMode.BLOCKING, 2.0),
+        (b'<weaver-include src="/recs/1" timeout="300ms"/>', IncludeMode.SUSPENSE, 0.3),
+        (b'<weaver-include src="/slow" timeout="1.5"/>', IncludeMode.BLOCKING, 1.5),
+        (b'<weaver-include src="/slow"/>', IncludeMode.BLOCKING, 3.0),
+        (b'<weaver-include src="/x" mode="blokking" timeout="soon"/>', IncludeMode.BLOCKING, 0.5),
+    ],
+)
+def test_mode_and_timeout_come_from_tag_then_rule_then_route(
+    tag: bytes, mode: IncludeMode, timeout_s: float
+) -> None:
+    got = plan(tag, config(include=RULES))
+    assert (got.mode, got.timeout_s) == (mode, timeout_s)
+
+
+def test_the_route_default_mode_applies_to_includes_without_one() -> None:
+    assert plan(b'<esi:include src="/a"/>', config(include_mode="suspense")).mode is (
+        IncludeMode.SUSPENSE
+    )
+
+
+@pytest.mark.parametrize(
+    ("src", "url"),
+    [
+        ("/frag", SHOP + "/frag"),
+        ("frag", SHOP + "/p/frag"),
+        ("../x?y=1", SHOP + "/x?y=1"),
+        (SHOP + "/abs", SHOP + "/abs"),
+        ("http://127.0.0.1:9000/abs", SHOP + "/abs"),
+        ("http://cdn.example:8443/lib", "http://cdn.example:8443/lib"),
+        ("https://api.example/v1", "https://api.example/v1"),
+        ("https://api.example:443/v1", "https://api.example:443/v1"),
+    ],
+)
+def test_allowed_sources_resolve_against_the_document(src: str, url: str) -> None:
+    got = plan(f'<esi:include src="{src}"/>'.encode())
+    assert (got.url, got.refused) == (url, None)
+
+
+@pytest.mark.parametrize(
+    "src",
+    [
+        "http://127.0.0.1:9001/admin",  # same host, another port: another service
+        "http://127.0.0.1/x",  # port 80 is not 9000
+        "http://169.254.169.254/latest/meta-data",
+        "https://127.0.0.1:9000/x",  # another scheme
+        "http://cdn.example:80/lib",  # allowed host, other port
+        "http://api.example/v1",  # the secure origin over http (port 80)
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:9000/",
+        "//evil.example/x",
+        "http://[::1",
+    ],
+)
+def test_other_sources_are_refused(src: str) -> None:
+    got = plan(f'<esi:include src="{src}"/>'.encode())
+    assert got.refused is not None
+    assert got.url == ""
+
+
+def test_a_refused_alt_is_dropped_and_the_include_kept() -> None:
+    got = plan(b'<esi:include src="/a" alt="http://127.0.0.1:22/"/>')
+    assert (got.url, got.alt_url, got.refused) == (SHOP + "/a", None, None)
+
+
+def test_flags_and_fallback() -> None:
+    got = plan(b'<weaver-include src="/p" primary onerror="continue">fb</weaver-include>')
+    assert (got.is_primary, got.continue_on_error, got.fallback) == (True, True, b"fb")
+    assert not plan(b'<weaver-include src="/p" primary="false"/>').is_primary
+
+
+def test_fragment_headers_carry_only_vary_and_never_credentials() -> None:
+    visitor = {
+        "Cookie": "sid=1",
+        "Authorization": "Bearer t",
+        "Accept-Language": "fr",
+        "X-Other": "1",
+    }
+    assert fragment_request_headers(visitor, ("accept-language", "cookie", "authorization")) == {
+        "accept-language": "fr"
+    }
+    assert fragment_request_headers(visitor, ()) == {}
+
+
+def test_slot_ids_are_deterministic_and_distinct() -> None:
+    first = slot_id((0, 2), "/recs")
+    assert first == slot_id((0, 2), "/recs")
+    assert first.startswith("w") and len(first) == 13
+    assert len({first, slot_id((0, 3), "/recs"), slot_id((0, 2), "/cart")}) == 3
+    assert placeholder(first, b"soon") == f'<weaver-slot id="{first}">soon</weaver-slot>'.encode()
+
+
+@pytest.mark.parametrize("src", ["/a-->b", "/a--->b", "/x>", "/--!>"])
+def test_a_cut_marker_cannot_be_closed_early_by_its_src(src: str) -> None:
+    marker = cut_marker(src, "timeout")
+    assert marker.startswith(b"<!--") and marker.endswith(b"-->")
+    inner = marker[4:-3]
+    assert b"--" not in inner and b">" not in inner
