@@ -1,0 +1,196 @@
+"""The store on real diskcache directories: whole entries or nothing, damage is a miss."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from weaver.cache import manifest as manifests
+from weaver.cache.errors import BadPurge, StoreError
+from weaver.cache.manifest import Manifest
+from weaver.cache.purge import PurgeRequest, apply, parse_purge_body
+from weaver.cache.store import Store
+
+
+def manifest(key: str, *, tags: tuple[str, ...] = ()) -> Manifest:
+    return Manifest(
+        key=key,
+        status=200,
+        headers=(("Content-Type", "text/html"),),
+        blob="",
+        size=0,
+        stored_at=1.0,
+        initial_age_s=0.0,
+        lifetime_s=60.0,
+        tags=tags,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store(str(tmp_path / "cache"), max_size_bytes=256 * 1024**2) as opened:
+        yield opened
+
+
+async def read(store: Store, key: str) -> bytes | None:
+    entry = await store.get(key)
+    if entry is None:
+        return None
+    return b"".join([chunk async for chunk in entry.body()])
+
+
+async def test_round_trip_is_byte_identical_and_named_by_content(store: Store) -> None:
+    body = os.urandom(50_000)
+    stored = await store.put(manifest("GET h/a"), body)
+    assert stored.blob == hashlib.blake2b(body, digest_size=32).hexdigest()
+    assert stored.size == len(body)
+    assert await read(store, "GET h/a") == body
+    assert await store.get("GET h/missing") is None
+
+
+async def test_identical_bodies_are_stored_once(tmp_path: Path) -> None:
+    body = os.urandom(200_000)  # big enough to be a file of its own
+    async with Store(str(tmp_path), max_size_bytes=10**9, memory_max_bytes=0) as store:
+        first = await store.put(manifest("GET h/a"), body)
+        second = await store.put(manifest("GET h/b"), body)
+        assert first.blob == second.blob
+        files = [p for p in (tmp_path / "db").rglob("*.val")]
+        assert len(files) == 1
+        assert await read(store, "GET h/b") == body
+
+
+async def test_a_large_body_streams_in_chunks_from_disk(tmp_path: Path) -> None:
+    body = os.urandom(5 * 1024 * 1024)
+    async with Store(str(tmp_path), max_size_bytes=10**9) as store:
+        writer = await store.begin("GET h/big")
+        for start in range(0, len(body), 100_000):
+            await writer.write(body[start : start + 100_000])
+        await writer.commit(manifest("GET h/big"))
+        entry = await store.get("GET h/big")
+        assert entry is not None and entry.whole is None  # not read whole into memory
+        chunks = [chunk async for chunk in entry.body(64 * 1024)]
+        assert len(chunks) > 1 and max(map(len, chunks)) <= 64 * 1024
+        assert b"".join(chunks) == body
+        part = b"".join([c async for c in entry.body(start=1000, end=3000)])
+        assert part == body[1000:3000]
+
+
+async def test_an_aborted_write_leaves_nothing(tmp_path: Path) -> None:
+    async with Store(str(tmp_path), max_size_bytes=10**9) as store:
+        writer = await store.begin("GET h/a")
+        await writer.write(os.urandom(3 * 1024 * 1024))  # past the spill: a temporary file
+        assert list((tmp_path / "tmp").iterdir())
+        writer.abort()
+        assert await store.keys() == []
+        assert list((tmp_path / "tmp").iterdir()) == []
+        assert await writer.commit(manifest("GET h/a")) is None
+
+
+async def test_a_body_over_the_entry_bound_is_not_stored(tmp_path: Path) -> None:
+    async with Store(str(tmp_path), max_size_bytes=10 * 1024 * 1024) as store:
+        with pytest.raises(StoreError, match="over the bound"):
+            await store.put(manifest("GET h/a"), b"x" * 2 * 1024 * 1024)
+        assert await store.keys() == []
+
+
+def blob_file(root: Path) -> Path:
+    [path] = list((root / "db").rglob("*.val"))
+    return path
+
+
+@pytest.mark.parametrize("size", [100_000, 400_000])  # verified whole / verified in a pass
+async def test_a_blob_damaged_on_disk_is_a_miss_and_removed(tmp_path: Path, size: int) -> None:
+    body = os.urandom(size)
+    async with Store(str(tmp_path), max_size_bytes=10**9, memory_max_bytes=0) as store:
+        await store.put(manifest("GET h/a"), body)
+        path = blob_file(tmp_path)
+        data = bytearray(path.read_bytes())
+        data[size // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        assert await store.get("GET h/a") is None
+        assert await store.keys() == []
+
+
+async def test_a_garbled_manifest_is_a_miss(store: Store) -> None:
+    await store.put(manifest("GET h/a"), b"body")
+    db = store._db
+    db.set(("manifest", "GET h/a"), b"{not a manifest")
+    store._forget("GET h/a")
+    assert await store.get("GET h/a") is None
+    with pytest.raises(StoreError):
+        manifests.decode(b"[]")
+
+
+async def test_the_memory_tier_is_bounded(tmp_path: Path) -> None:
+    async with Store(str(tmp_path), max_size_bytes=10**9, memory_max_bytes=100_000) as store:
+        for i in range(10):
+            await store.put(manifest(f"GET h/{i}"), bytes([i]) * 30_000)
+        assert store._memory_bytes <= 100_000
+        assert len(store._memory) == 3
+        for i in range(10):  # evicted from memory, still on disk
+            assert await read(store, f"GET h/{i}") == bytes([i]) * 30_000
+
+
+async def test_the_size_bound_evicts_and_never_serves_a_manifest_without_its_blob(
+    tmp_path: Path,
+) -> None:
+    async with Store(str(tmp_path), max_size_bytes=2 * 1024 * 1024, memory_max_bytes=0) as store:
+        for i in range(40):
+            await store.put(manifest(f"GET h/{i}"), bytes([i]) * 150_000)
+        volume = await asyncio.to_thread(store._db.volume)
+        assert volume < 4 * 1024 * 1024
+        served = 0
+        for i in range(40):
+            body = await read(store, f"GET h/{i}")
+            assert body is None or body == bytes([i]) * 150_000
+            served += body is not None
+        assert 0 < served < 40
+        assert await store.check() == []
+
+
+async def test_purge_by_key_prefix_and_tag(store: Store) -> None:
+    await store.put(manifest("GET h/shop/1", tags=("product",)), b"1")
+    await store.put(manifest("GET h/shop/2", tags=("product", "sale")), b"2")
+    await store.put(manifest("GET h/blog/1", tags=("post",)), b"3")
+    await store.put(manifest("GET other/shop/3"), b"4")
+    assert await apply(store, PurgeRequest(tags=("sale",))) == 1
+    assert await store.keys() == ["GET h/blog/1", "GET h/shop/1", "GET other/shop/3"]
+    assert await apply(store, PurgeRequest(prefix="/shop")) == 2  # on every host
+    assert await apply(store, PurgeRequest(keys=("GET h/blog/1", "GET nope"))) == 1
+    assert await store.keys() == []
+
+
+async def test_soft_purge_marks_stale_and_keeps_the_body(store: Store) -> None:
+    await store.put(manifest("GET h/a", tags=("t",)), b"body")
+    assert await apply(store, PurgeRequest(tags=("t",), is_soft=True)) == 1
+    entry = await store.get("GET h/a")
+    assert entry is not None and entry.manifest.is_soft_purged
+    assert await read(store, "GET h/a") == b"body"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not json", "not JSON"),
+        (b"[]", "JSON object"),
+        (b'{"tag": ["a"]}', 'unknown field "tag"'),
+        (b'{"tags": "a"}', '"tags" must be a list'),
+        (b'{"prefix": "shop"}', '"prefix" must be a path'),
+        (b'{"keys": [], "soft": 1}', '"soft" must be true or false'),
+        (b"{}", "nothing to purge"),
+    ],
+)
+def test_bad_purge_bodies_name_the_field(body: bytes, message: str) -> None:
+    with pytest.raises(BadPurge, match=message):
+        parse_purge_body(body)
+
+
+def test_a_good_purge_body() -> None:
+    assert parse_purge_body(b'{"tags": ["a"], "prefix": "/p", "soft": true}') == PurgeRequest(
+        tags=("a",), prefix="/p", is_soft=True
+    )
