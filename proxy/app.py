@@ -18,6 +18,8 @@ from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.handler import proxy_handler
 from weaver.proxy.origin import OriginClient
 from weaver.proxy.paint import Fills
+from weaver.session.http import add_routes as add_session_routes
+from weaver.session.hub import SessionHub
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +42,25 @@ def build_app(config: Config) -> web.Application:
         try:
             async with OriginClient(config) as client:
                 fills = Fills()
-                app[EDGE_KEY] = Edge(config=config, client=client, store=store, fills=fills)
+                edge = Edge(config=config, client=client, store=store, fills=fills, hub=hub)
+                app[EDGE_KEY] = edge
+                if hub is not None:
+                    await hub.start()
+                    log.info("sessions on ws://%s:%d/", config.session.listen.host, hub.port)
                 try:
                     yield
                 finally:
+                    if hub is not None:
+                        await hub.stop()  # bye, close 1001, suspense fetches cancelled
                     await fills.aclose()  # shutdown: fills still running stop here
         finally:
             await store.close()
 
+    hub = SessionHub(config.session) if config.session.secret else None
+    if hub is None:
+        log.warning("session.secret is not set: no sessions; suspense keeps its fallbacks")
+    else:
+        add_session_routes(app, hub)
     app.cleanup_ctx.append(edge_context)
     app.router.add_get("/_weaver/health", health)
     add_admin_routes(app)

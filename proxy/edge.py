@@ -10,6 +10,7 @@ from weaver.cache.store import Store
 from weaver.config.schema import Config
 from weaver.proxy.origin import OriginClient
 from weaver.proxy.paint import Fills
+from weaver.session.hub import SessionHub
 
 
 @dataclass(slots=True)
@@ -20,6 +21,7 @@ class Edge:
     client: OriginClient
     store: Store | None
     fills: Fills
+    hub: SessionHub | None = None
 
 
 EDGE_KEY = web.AppKey("edge", Edge)

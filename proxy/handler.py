@@ -13,7 +13,7 @@ import dataclasses
 import html
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -24,11 +24,12 @@ from weaver.cache.freshness import CacheState, Freshness
 from weaver.cache.keys import cache_key, key_prefix, parse_vary, request_vary_values
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import Entry
-from weaver.config.schema import OriginConfig, RouteConfig
+from weaver.config.schema import IncludeMode, OriginConfig, RouteConfig
+from weaver.proxy.conductor import fetch_suspense
 from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.errors import OriginError
 from weaver.proxy.filling import FillPlan, fill_page, variant_of
-from weaver.proxy.includes import fragment_request_headers
+from weaver.proxy.includes import IncludePlan, fragment_request_headers
 from weaver.proxy.origin import strip_hop_by_hop
 from weaver.proxy.paint import Fill, FillFailed, FollowerLagged, Head
 from weaver.proxy.replay import replay
@@ -39,6 +40,8 @@ _SAFE_METHODS = ("GET", "HEAD")
 
 # A fill keeps at most this much of its body for followers behind the fastest one.
 FILL_BUFFER_BYTES = 4 * 1024 * 1024
+
+SESSION_KEY = web.RequestKey("weaver_session_id", str)
 
 
 def forwarded_headers(request: web.Request) -> CIMultiDict[str]:
@@ -151,19 +154,110 @@ async def _cached(
         if entry.manifest.is_soft_purged:
             state = CacheState.MUST_REVALIDATE
         if state is CacheState.FRESH and fresh.satisfies(freshness, wants, now):
-            return await replay(request, entry, cache_status="HIT", age=freshness.age_header(now))
+            return await _replay(request, edge, route, origin, entry, "HIT", freshness, now)
         if state is CacheState.STALE_WHILE_REVALIDATE:
             if edge.fills.joinable(key) is None:
                 # One background refresh (RFC 5861 §3); it has no follower, so no client
                 # leaving can cancel it; the app's fill registry owns it.
                 _start(edge, _plan(request, route, origin, key=key, stale=entry.manifest))
-            return await replay(request, entry, cache_status="STALE", age=freshness.age_header(now))
+            return await _replay(request, edge, route, origin, entry, "STALE", freshness, now)
     if request.method == "HEAD":  # a HEAD miss asks the origin, stores nothing
         return await _follow(request, edge, _plan(request, route, origin, key=""))
     stale = entry.manifest if entry is not None else None
     return await _follow(
         request, edge, _plan(request, route, origin, key=key, stale=stale), stale_entry=entry
     )
+
+
+async def _replay(
+    request: web.Request,
+    edge: Edge,
+    route: RouteConfig,
+    origin: OriginConfig,
+    entry: Entry,
+    cache_status: str,
+    freshness: Freshness,
+    now: float,
+) -> web.StreamResponse:
+    """A stored page: its suspense slots start now for this visitor (a hit starts them too)."""
+    manifest = entry.manifest
+    set_cookie = None
+    if _is_html(CIMultiDict(manifest.headers)):
+        set_cookie = visitor_session(
+            request, edge, route, origin, list(manifest.slots), list(manifest.channels)
+        )
+    return await replay(
+        request,
+        entry,
+        cache_status=cache_status,
+        age=freshness.age_header(now),
+        set_cookie=set_cookie,
+    )
+
+
+def _is_html(headers: CIMultiDict[str]) -> bool:
+    content_type = headers.get("Content-Type", "")
+    return content_type.startswith(("text/html", "application/xhtml+xml"))
+
+
+def visitor_session(
+    request: web.Request,
+    edge: Edge,
+    route: RouteConfig,
+    origin: OriginConfig,
+    slots: list[tuple[str, str, float]],
+    channels: list[str],
+    *,
+    session_id: str | None = None,
+) -> str | None:
+    """Open the visitor's session for a page; start its suspense fetches with the
+    visitor's cookies; subscribe it to the page's channels. Returns the Set-Cookie value
+    for a new session (None for an existing one, or without a session hub)."""
+    hub = edge.hub
+    if hub is None:
+        return None
+    set_cookie = None
+    if session_id is None:
+        events_url = origin.url + origin.events if origin.events else None
+        session_id, set_cookie = hub.open_for_page(
+            request.headers.get("Cookie"), events_url=events_url
+        )
+    request[SESSION_KEY] = session_id
+    for channel in channels:
+        hub.subscribe(session_id, channel)
+    visitor = {k: v for k, v in request.headers.items()}
+    fetches = [
+        (slot, _suspense_fetch(edge, route, slot, url, timeout_s, visitor))
+        for slot, url, timeout_s in slots
+    ]
+    if fetches:
+        hub.run_suspense(session_id, fetches)
+    return set_cookie
+
+
+def _suspense_fetch(
+    edge: Edge,
+    route: RouteConfig,
+    slot: str,
+    url: str,
+    timeout_s: float,
+    visitor: dict[str, str],
+) -> Callable[[], Awaitable[str]]:
+    plan = IncludePlan(
+        src=url,
+        url=url,
+        mode=IncludeMode.SUSPENSE,
+        timeout_s=timeout_s,
+        alt_url=None,
+        continue_on_error=False,
+        fallback=b"",
+        is_primary=False,
+    )
+
+    async def fetch() -> str:
+        return await fetch_suspense(edge.client, plan, visitor_headers=visitor, vary=route.vary)
+
+    return fetch
 
 
 def _freshness(manifest: Manifest) -> Freshness:
@@ -220,6 +314,14 @@ async def _follow(
         if status == "MISS":
             status = "COALESCED" if is_coalesced else ("MISS" if head.is_shareable else "BYPASS")
         response = _response(head, status)
+        started_slots = list(fill.slots)
+        is_page = _is_html(head.headers) and head.status < 400
+        if is_page:
+            cookie = visitor_session(
+                request, edge, plan.route, plan.origin, started_slots, list(fill.channels)
+            )
+            if cookie is not None:
+                response.headers.add("Set-Cookie", cookie)
         await response.prepare(request)
         try:
             if request.method != "HEAD":
@@ -227,6 +329,17 @@ async def _follow(
                     await response.write(chunk)
                     fill.mark_started()
             fill.mark_started()
+            if is_page and SESSION_KEY in request:  # slots found after the head (nested)
+                later = [s for s in fill.slots if s not in started_slots]
+                visitor_session(
+                    request,
+                    edge,
+                    plan.route,
+                    plan.origin,
+                    later,
+                    list(fill.channels),
+                    session_id=request[SESSION_KEY],
+                )
         except (FillFailed, FollowerLagged) as exc:
             log.warning("response for %s aborted: %s", request.path, exc)
             if request.transport is not None:

@@ -68,11 +68,21 @@ def parse_range(value: str, size: int) -> tuple[int, int] | str | None:
 
 
 async def replay(
-    request: web.Request, entry: Entry, *, cache_status: str, age: str
+    request: web.Request,
+    entry: Entry,
+    *,
+    cache_status: str,
+    age: str,
+    set_cookie: str | None = None,
 ) -> web.StreamResponse:
-    """Answer ``request`` from ``entry``; the body streams from the store, verified."""
+    """Answer ``request`` from ``entry``; the body streams from the store, verified.
+
+    ``set_cookie`` is the visitor's session cookie: per response, never stored.
+    """
     manifest = entry.manifest
     headers = replay_headers(manifest, cache_status=cache_status, age=age)
+    if set_cookie is not None:
+        headers.add("Set-Cookie", set_cookie)
     etag = headers["ETag"]
     if_none_match = request.headers.get("If-None-Match")
     if manifest.status == 200 and if_none_match is not None and etag_matches(if_none_match, etag):

@@ -1,0 +1,74 @@
+"""The session's HTTP endpoints on the main listener: publish, presence, SSE events."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from weaver.session.hub import SessionHub
+from weaver.session.sse import HUB_KEY, events_handler
+
+MAX_PUBLISH_BYTES = 64 * 1024
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    if not token:
+        return False  # no token configured: closed, not open
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response(
+        {"error": "a valid 'Authorization: Bearer <publish_token>' header is required"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="weaver"'},
+    )
+
+
+def _bad(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+async def publish_handler(request: web.Request) -> web.Response:
+    """``{"channel": c, "data": …}`` or ``{"session": s, "data": …}`` → 202 delivered_to."""
+    hub = request.app[HUB_KEY]
+    if not _authorized(request, hub.config.publish_token):
+        return _unauthorized()
+    raw = await request.content.read(MAX_PUBLISH_BYTES + 1)
+    if len(raw) > MAX_PUBLISH_BYTES:
+        return _bad(f"the body is over {MAX_PUBLISH_BYTES} bytes")
+    try:
+        body: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _bad("the body is not JSON")
+    if not isinstance(body, dict) or "data" not in body:
+        return _bad('the body must be {"channel"|"session": …, "data": …}')
+    channel, session = body.get("channel"), body.get("session")
+    if isinstance(channel, str) and channel and session is None:
+        delivered = await hub.publish_channel(channel, body["data"])
+    elif isinstance(session, str) and session and channel is None:
+        delivered = hub.publish_session(session, body["data"])
+    else:
+        return _bad('give exactly one of "channel" or "session", a non-empty string')
+    return web.json_response({"delivered_to": delivered}, status=202)
+
+
+async def presence_handler(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    if not _authorized(request, hub.config.publish_token):
+        return _unauthorized()
+    channel = request.query.get("channel", "")
+    if not channel:
+        return _bad("give ?channel=")
+    return web.json_response({"channel": channel, "sessions": hub.presence(channel)})
+
+
+def add_routes(app: web.Application, hub: SessionHub) -> None:
+    app[HUB_KEY] = hub
+    app.router.add_post("/_weaver/publish", publish_handler)
+    app.router.add_get("/_weaver/presence", presence_handler)
+    app.router.add_get("/_weaver/events", events_handler)

@@ -1,0 +1,446 @@
+"""The session hub: every visitor's session, its log, its sockets, its suspense and events.
+
+A session exists from the moment a page is served (so suspense results and channel
+messages published before the socket opens are kept), whether or not a socket is open.
+Each server message gets the session's next ``seq`` and goes to the session's bounded
+log and to every open consumer (WebSocket or SSE) of the session.
+
+Queues and their overflow policies:
+
+- a consumer's outbox: bounded by count and bytes; DISCONNECT_1013 — the consumer is
+  closed with 1013 and resumes from the log; fan-out never waits for it.
+- the session log: DROP_OLDEST; a resume that no longer reaches back gets ``reset``.
+- inbound events: bounded per session; PAUSE_READING — the socket is not read until
+  the origin has taken some.
+- a channel's history: DROP_OLDEST, the last ``channel_history`` messages.
+- sessions without a consumer are held ``session_hold_s`` then dropped (their fetches
+  cancelled); past ``max_sessions`` the longest-detached session is dropped first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from weaver.config.schema import SessionConfig
+from weaver.session import auth
+from weaver.session.bus import Bus, MemoryBus
+from weaver.session.protocol import ClientEvent, encode
+from weaver.session.resume import SessionLog
+
+log = logging.getLogger(__name__)
+
+SuspenseFetch = Callable[[], Awaitable[str]]
+EVENT_RETRIES_S = (0.1, 0.3, 0.9)  # waits before the 2nd, 3rd and 4th delivery attempt
+
+
+class Outbox:
+    """One consumer's bounded queue of (seq, message); overflow marks it for 1013."""
+
+    __slots__ = ("_bytes", "_items", "_ready", "is_overflowed", "max_bytes", "max_messages")
+
+    def __init__(self, *, max_messages: int, max_bytes: int) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.is_overflowed = False
+        self._items: deque[tuple[int, bytes]] = deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+
+    def put(self, seq: int, message: bytes) -> None:
+        """Enqueue without waiting; past a bound the consumer is to be cut off instead."""
+        if self.is_overflowed:
+            return
+        if len(self._items) >= self.max_messages or self._bytes + len(message) > self.max_bytes:
+            self.is_overflowed = True  # DISCONNECT_1013: resumes from the log
+            self._items.clear()
+            self._bytes = 0
+        else:
+            self._items.append((seq, message))
+            self._bytes += len(message)
+        self._ready.set()
+
+    async def get(self) -> tuple[int, bytes] | None:
+        """The next message, or None once the outbox overflowed."""
+        while not self._items and not self.is_overflowed:
+            self._ready.clear()
+            await self._ready.wait()
+        if self.is_overflowed:
+            return None
+        seq, message = self._items.popleft()
+        self._bytes -= len(message)
+        return seq, message
+
+
+class Session:
+    """One visitor's session: the log, the consumers, the state a reset re-sends."""
+
+    def __init__(self, session_id: str, *, log_max_messages: int, log_max_bytes: int) -> None:
+        self.id = session_id
+        self.log = SessionLog(max_messages=log_max_messages, max_bytes=log_max_bytes)
+        self.outboxes: set[Outbox] = set()
+        self.channels: set[str] = set()
+        self.slots: dict[str, tuple[str, dict[str, Any]]] = {}  # slot id -> latest message
+        self.cookie: str | None = None
+        self.events_url: str | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.events: asyncio.Queue[ClientEvent] | None = None
+        self.event_worker: asyncio.Task[None] | None = None
+        self.detached_at: float | None = time.monotonic()
+
+    def emit(self, message_type: str, **fields: Any) -> int:
+        seq = self.log.next_seq()
+        message = encode(message_type, seq, **fields)
+        self.log.append(seq, message)
+        for outbox in self.outboxes:
+            outbox.put(seq, message)
+        return seq
+
+    def set_slot(self, message_type: str, slot: str, **fields: Any) -> None:
+        self.slots[slot] = (message_type, {"id": slot, **fields})
+        self.emit(message_type, id=slot, **fields)
+
+
+class SessionHub:
+    """Sessions of this process and the WebSocket listener serving them.
+
+    Args:
+        config: ``[session]``: listen address, secret, publish token.
+        bus: how channel messages reach every node (in-process by default).
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        *,
+        bus: Bus | None = None,
+        max_sessions: int = 100_000,
+        max_connections: int = 20_000,
+        outbound_max_messages: int = 256,
+        outbound_max_bytes: int = 1024 * 1024,
+        log_max_messages: int = 256,
+        log_max_bytes: int = 256 * 1024,
+        session_hold_s: float = 60.0,
+        ping_interval_s: float = 20.0,
+        hello_timeout_s: float = 10.0,
+        events_max_pending: int = 32,
+        event_timeout_s: float = 5.0,
+        channel_history: int = 100,
+    ) -> None:
+        if not config.secret:
+            raise ValueError("session.secret is required to sign session tokens")
+        self.config = config
+        self.bus = bus or MemoryBus()
+        self.max_sessions = max_sessions
+        self.max_connections = max_connections
+        self.outbound_max_messages = outbound_max_messages
+        self.outbound_max_bytes = outbound_max_bytes
+        self.log_max_messages = log_max_messages
+        self.log_max_bytes = log_max_bytes
+        self.session_hold_s = session_hold_s
+        self.ping_interval_s = ping_interval_s
+        self.hello_timeout_s = hello_timeout_s
+        self.events_max_pending = events_max_pending
+        self.event_timeout_s = event_timeout_s
+        self.sessions: dict[str, Session] = {}
+        self.subscribers: dict[str, set[str]] = {}  # channel -> session ids
+        self.history: dict[str, deque[Any]] = {}
+        self.channel_history = channel_history
+        self.connections = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: aiohttp.ClientSession | None = None
+        self._server: Any = None
+        self._is_stopping = False
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Listen on ``session.listen`` (port 0 picks one: see :attr:`port`)."""
+        from weaver.session.server import serve  # the websockets edge
+
+        self._http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        await self.bus.start(self._on_bus_message)
+        self._server = await serve(self)
+        self.spawn(self._janitor())
+
+    @property
+    def port(self) -> int:
+        sockets = self._server.sockets if self._server is not None else ()
+        port: int = next(iter(sockets)).getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        """Say ``bye`` to every session, close sockets with 1001, stop every task."""
+        self._is_stopping = True
+        for session in self.sessions.values():
+            if session.outboxes:
+                session.emit("bye", reason="server shutting down")
+        for _ in range(50):  # let writers send their bye (at most 0.5 s)
+            if not any(s.outboxes for s in self.sessions.values()):
+                break
+            await asyncio.sleep(0.01)
+        if self._server is not None:
+            from weaver.session.server import close
+
+            await close(self._server)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.bus.stop()
+        if self._http is not None:
+            await self._http.close()
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, None], owner: set[asyncio.Task[None]] | None = None
+    ) -> asyncio.Task[None]:
+        """Run ``coro`` owned by the hub (and ``owner``); :meth:`stop` cancels it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        for tasks in (self._tasks, owner):
+            if tasks is not None:
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        return task
+
+    # the proxy's side
+
+    def open_for_page(
+        self, cookie_header: str | None, *, events_url: str | None = None
+    ) -> tuple[str, str | None]:
+        """The visitor's session for a page being served: (id, Set-Cookie value or None).
+
+        A valid ``weaver_session`` cookie keeps its session; otherwise a new one is made
+        and its cookie returned (set outside the body, so the paint stays shared).
+        """
+        token = auth.token_from_cookie_header(cookie_header)
+        set_cookie = None
+        session_id = None
+        if token is not None:
+            try:
+                session_id = auth.verify(self.config.secret, token, time.time())
+            except Exception:  # a bad cookie on a page request: a new session, not an error
+                session_id = None
+        if session_id is None:
+            session_id = auth.new_session_id()
+            set_cookie = auth.cookie_header_value(
+                auth.issue(self.config.secret, session_id, time.time())
+            )
+        session = self.session(session_id)
+        session.cookie = cookie_header
+        session.events_url = events_url or session.events_url
+        return session_id, set_cookie
+
+    def session(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            if len(self.sessions) >= self.max_sessions:
+                self._drop_longest_detached()
+            session = Session(
+                session_id,
+                log_max_messages=self.log_max_messages,
+                log_max_bytes=self.log_max_bytes,
+            )
+            self.sessions[session_id] = session
+        return session
+
+    def run_suspense(self, session_id: str, fetches: Sequence[tuple[str, SuspenseFetch]]) -> None:
+        """Start the suspense fetches now; results go on the session in completion order."""
+        session = self.session(session_id)
+        for slot, fetch in fetches:
+            self.spawn(self._suspense(session, slot, fetch), session.tasks)
+
+    async def _suspense(self, session: Session, slot: str, fetch: SuspenseFetch) -> None:
+        try:
+            html = await fetch()
+        except TimeoutError:
+            session.set_slot("slot-error", slot, reason="timeout")
+        except Exception as exc:
+            log.info("suspense %s for session %s failed: %s", slot, session.id, exc)
+            session.set_slot("slot-error", slot, reason="error")
+        else:
+            session.set_slot("slot", slot, html=html)
+
+    def subscribe(self, session_id: str, channel: str) -> None:
+        session = self.session(session_id)
+        session.channels.add(channel)
+        self.subscribers.setdefault(channel, set()).add(session_id)
+
+    def unsubscribe(self, session_id: str, channel: str) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.channels.discard(channel)
+        members = self.subscribers.get(channel)
+        if members is not None:
+            members.discard(session_id)
+            if not members:
+                del self.subscribers[channel]
+
+    async def publish_channel(self, channel: str, data: Any) -> int:
+        """Publish to every session subscribed to ``channel`` (on every node via the bus)."""
+        await self.bus.publish(channel, orjson.dumps(data))
+        return self.presence(channel)
+
+    def _on_bus_message(self, channel: str, payload: bytes) -> None:
+        data = orjson.loads(payload)
+        self.history.setdefault(channel, deque(maxlen=self.channel_history)).append(data)
+        for session_id in self.subscribers.get(channel, ()):
+            session = self.sessions.get(session_id)
+            if session is not None:
+                session.emit("message", channel=channel, data=data)
+
+    def publish_session(self, session_id: str, data: Any) -> int:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return 0
+        session.emit("message", channel=None, data=data)
+        return 1
+
+    def presence(self, channel: str) -> int:
+        return len(self.subscribers.get(channel, ()))
+
+    # the consumers' side (WebSocket, SSE)
+
+    def attach(self, session: Session, last_seq: int) -> tuple[Outbox, bool]:
+        """A new consumer from ``last_seq``: (its outbox, whether it resumed).
+
+        No await between reading the log and attaching: nothing can slip between.
+        """
+        outbox = Outbox(max_messages=self.outbound_max_messages, max_bytes=self.outbound_max_bytes)
+        missed = session.log.since(last_seq)
+        session.outboxes.add(outbox)
+        session.detached_at = None
+        self.connections += 1
+        if missed is None:
+            self._reset(session)
+        else:
+            for seq, message in missed:
+                outbox.put(seq, message)
+        return outbox, missed is not None and last_seq > 0
+
+    def detach(self, session: Session, outbox: Outbox) -> None:
+        if outbox in session.outboxes:
+            session.outboxes.discard(outbox)
+            self.connections -= 1
+        if not session.outboxes:
+            session.detached_at = time.monotonic()
+
+    def _reset(self, session: Session) -> None:
+        """The log no longer reaches back: ``reset``, then the current state, logged."""
+        session.emit("reset")
+        for message_type, fields in session.slots.values():
+            session.emit(message_type, **fields)
+        for channel in sorted(session.channels):
+            for data in self.history.get(channel, ()):
+                session.emit("message", channel=channel, data=data)
+
+    def offer_event(self, session: Session, event: ClientEvent) -> Awaitable[None]:
+        """Queue ``event`` for the origin; the awaitable waits while the queue is full."""
+        if session.events is None:
+            session.events = asyncio.Queue(maxsize=self.events_max_pending)
+        if session.event_worker is None or session.event_worker.done():
+            session.event_worker = self.spawn(self._deliver_events(session), session.tasks)
+        return session.events.put(event)  # PAUSE_READING: the reader awaits this
+
+    async def _deliver_events(self, session: Session) -> None:
+        """POST the session's events to the origin, in order, each at least once."""
+        assert session.events is not None
+        while True:
+            try:
+                event = await asyncio.wait_for(session.events.get(), timeout=5.0)
+            except TimeoutError:
+                return  # idle: the next event starts a new worker
+            ok, error = await self._post_event(session, event)
+            session.emit("ack", event=event.id, ok=ok, error=error)
+
+    async def _post_event(self, session: Session, event: ClientEvent) -> tuple[bool, str | None]:
+        if not session.events_url or self._http is None:
+            return False, "no events endpoint is configured"
+        body = orjson.dumps(
+            {
+                "session": session.id,
+                "event": {
+                    "id": event.id,
+                    "name": event.name,
+                    "target": event.target,
+                    "data": event.data,
+                },
+            }
+        )
+        headers = {"Content-Type": "application/json"}
+        if session.cookie:
+            headers["Cookie"] = session.cookie
+        error = "origin unreachable"
+        for attempt, wait_s in enumerate((0.0, *EVENT_RETRIES_S)):
+            if wait_s:
+                await asyncio.sleep(wait_s)
+            try:
+                async with asyncio.timeout(self.event_timeout_s):
+                    async with self._http.post(
+                        session.events_url, data=body, headers=headers
+                    ) as resp:
+                        if resp.status >= 500:
+                            error = f"origin answered {resp.status}"
+                            continue  # retried with the same id: the origin dedupes
+                        if resp.status >= 400:
+                            return False, f"origin answered {resp.status}"
+                        answer = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = f"origin unreachable ({type(exc).__name__})"
+                log.info("event %s attempt %d failed: %s", event.id, attempt + 1, error)
+                continue
+            await self._apply_answer(session, answer)
+            return True, None
+        return False, error
+
+    async def _apply_answer(self, session: Session, answer: bytes) -> None:
+        """The origin's answer may patch slots and publish to channels."""
+        if not answer.strip():
+            return
+        try:
+            parsed = orjson.loads(answer)
+        except orjson.JSONDecodeError:
+            log.warning("events endpoint answered non-JSON; ignored")
+            return
+        if not isinstance(parsed, dict):
+            return
+        patches = parsed.get("patches") or {}
+        if isinstance(patches, dict):
+            for slot, html in patches.items():
+                if isinstance(slot, str) and isinstance(html, str):
+                    session.set_slot("patch", slot, html=html)
+        for item in parsed.get("publish") or ():
+            if isinstance(item, dict) and isinstance(item.get("channel"), str):
+                await self.publish_channel(item["channel"], item.get("data"))
+
+    # housekeeping
+
+    async def _janitor(self) -> None:
+        """Drop sessions held longer than ``session_hold_s`` without a consumer."""
+        interval = min(1.0, self.session_hold_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if session.detached_at is not None and now - session.detached_at > (
+                    self.session_hold_s
+                ):
+                    self._drop(session)
+
+    def _drop(self, session: Session) -> None:
+        for task in list(session.tasks):
+            task.cancel()  # its suspense fetches and event delivery stop
+        for channel in list(session.channels):
+            self.unsubscribe(session.id, channel)
+        self.sessions.pop(session.id, None)
+
+    def _drop_longest_detached(self) -> None:
+        detached = [s for s in self.sessions.values() if s.detached_at is not None]
+        if detached:
+            self._drop(min(detached, key=lambda s: s.detached_at or 0.0))

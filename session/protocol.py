@@ -1,0 +1,75 @@
+"""The session wire format (pure): client messages parsed and validated, server messages
+encoded. DESIGN.md "Wire format" is the contract.
+
+Parsing never raises anything but :class:`SessionError`, whose close code says whose
+fault it was: 1009 (too big), 1007 (not JSON), 1008 (JSON the protocol refuses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import orjson
+
+from weaver.session.errors import INVALID_PAYLOAD, POLICY, TOO_BIG, SessionError
+
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class ClientHello(msgspec.Struct, tag="hello", tag_field="type", forbid_unknown_fields=True):
+    last_seq: int = 0
+    token: str | None = None  # non-browser clients; browsers send the cookie
+
+
+class ClientEvent(msgspec.Struct, tag="event", tag_field="type", forbid_unknown_fields=True):
+    id: str
+    name: str
+    target: str = ""
+    data: Any = None
+
+
+class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type", forbid_unknown_fields=True):
+    channel: str
+
+
+class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="type", forbid_unknown_fields=True):
+    channel: str
+
+
+ClientMessage = ClientHello | ClientEvent | Subscribe | Unsubscribe
+_decoder = msgspec.json.Decoder(ClientMessage)
+
+
+def parse_client_message(data: str | bytes) -> ClientMessage:
+    """One client message.
+
+    Raises:
+        SessionError: 1009 over MAX_MESSAGE_BYTES, 1007 not JSON, 1008 an unknown type
+            or a bad field (the reason names it).
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise SessionError(TOO_BIG, f"message over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        message: ClientMessage = _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise SessionError(POLICY, f"invalid message: {exc}") from None
+    except msgspec.DecodeError:
+        try:
+            orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise SessionError(INVALID_PAYLOAD, "message is not JSON") from None
+        raise SessionError(POLICY, "invalid message") from None
+    if isinstance(message, ClientHello) and message.last_seq < 0:
+        raise SessionError(POLICY, "invalid message: last_seq must be >= 0")
+    if isinstance(message, ClientEvent) and not message.id:
+        raise SessionError(POLICY, "invalid message: event id must not be empty")
+    if isinstance(message, Subscribe | Unsubscribe) and not message.channel:
+        raise SessionError(POLICY, "invalid message: channel must not be empty")
+    return message
+
+
+def encode(message_type: str, seq: int, **fields: Any) -> bytes:
+    """A server message: ``{"type": …, "seq": n, …}`` as JSON bytes."""
+    return orjson.dumps({"type": message_type, "seq": seq, **fields})

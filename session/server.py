@@ -1,0 +1,131 @@
+"""The WebSocket edge of the hub (websockets library): one connection = one consumer.
+
+Per connection: the first message must be ``hello`` (within ``hello_timeout_s``); the
+token is the ``weaver_session`` cookie of the upgrade request, or the hello's ``token``.
+Then a writer drains the consumer's outbox and a reader takes client messages, in one
+TaskGroup: the first to end (client gone, bad message, overflow) ends the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed
+
+from weaver.session import auth
+from weaver.session.errors import GOING_AWAY, POLICY, TRY_AGAIN, SessionError
+from weaver.session.protocol import (
+    MAX_MESSAGE_BYTES,
+    ClientEvent,
+    ClientHello,
+    Subscribe,
+    Unsubscribe,
+    encode,
+    parse_client_message,
+)
+
+if TYPE_CHECKING:
+    from weaver.session.hub import Outbox, Session, SessionHub
+
+log = logging.getLogger(__name__)
+
+
+async def serve(hub: SessionHub) -> Server:
+    listen = hub.config.listen
+
+    async def handler(connection: ServerConnection) -> None:
+        await _connection(hub, connection)
+
+    return await ws_serve(
+        handler,
+        listen.host,
+        listen.port,
+        max_size=MAX_MESSAGE_BYTES,  # larger frames: websockets closes with 1009
+        ping_interval=hub.ping_interval_s,
+        ping_timeout=hub.ping_interval_s,
+        compression=None,  # per-message deflate costs ~100 KB per connection
+    )
+
+
+async def close(server: Server) -> None:
+    server.close(close_connections=True)  # 1001 going away
+    await server.wait_closed()
+
+
+async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
+    session: Session | None = None
+    outbox: Outbox | None = None
+    try:
+        if hub.connections >= hub.max_connections or hub._is_stopping:
+            raise SessionError(TRY_AGAIN, "too many connections on this node; retry")
+        hello = await _hello(hub, ws)
+        session_id = _authenticate(hub, ws, hello)
+        session = hub.session(session_id)
+        outbox, resumed = hub.attach(session, hello.last_seq)
+        await ws.send(
+            encode("hello", session.log.last_seq, session=session_id, resumed=resumed).decode()
+        )
+        async with asyncio.TaskGroup() as tasks:
+            writer = tasks.create_task(_write(ws, outbox))
+            reader = tasks.create_task(_read(hub, ws, session))
+            await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (writer, reader):
+                task.cancel()
+    except* SessionError as group:
+        error = group.exceptions[0]
+        assert isinstance(error, SessionError)
+        log.info("session connection closed %d: %s", error.close_code, error.reason)
+        await ws.close(error.close_code, error.reason)
+    except* ConnectionClosed:
+        pass
+    finally:
+        if session is not None and outbox is not None:
+            hub.detach(session, outbox)
+
+
+async def _hello(hub: SessionHub, ws: ServerConnection) -> ClientHello:
+    try:
+        async with asyncio.timeout(hub.hello_timeout_s):
+            raw = await ws.recv()
+    except TimeoutError:
+        raise SessionError(POLICY, "no hello in time") from None
+    message = parse_client_message(raw)
+    if not isinstance(message, ClientHello):
+        raise SessionError(POLICY, "the first message must be hello")
+    return message
+
+
+def _authenticate(hub: SessionHub, ws: ServerConnection, hello: ClientHello) -> str:
+    cookie = ws.request.headers.get("Cookie") if ws.request is not None else None
+    token = auth.token_from_cookie_header(cookie) or hello.token
+    if not token:
+        raise SessionError(POLICY, "no session token (cookie or hello token)")
+    return auth.verify(hub.config.secret, token, time.time())
+
+
+async def _write(ws: ServerConnection, outbox: Outbox) -> None:
+    while True:
+        item = await outbox.get()
+        if item is None:
+            raise SessionError(TRY_AGAIN, "client fell behind; resume from your last seq")
+        await ws.send(item[1].decode())
+        if item[1].startswith(b'{"type":"bye"'):
+            raise SessionError(GOING_AWAY, "server shutting down")
+
+
+async def _read(hub: SessionHub, ws: ServerConnection, session: Session) -> None:
+    async for raw in ws:
+        message: Any = parse_client_message(raw)
+        if isinstance(message, ClientEvent):
+            await hub.offer_event(session, message)  # waits while the queue is full
+        elif isinstance(message, Subscribe):
+            hub.subscribe(session.id, message.channel)
+        elif isinstance(message, Unsubscribe):
+            hub.unsubscribe(session.id, message.channel)
+        else:
+            raise SessionError(POLICY, "hello must be the first message only")

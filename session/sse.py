@@ -1,0 +1,65 @@
+"""``GET /_weaver/events``: the session stream as Server-Sent Events (server → client).
+
+Same session, same log, same seq: the SSE ``id`` is the seq, so a browser's automatic
+reconnect sends ``Last-Event-ID`` and resumes exactly where it was. Events go the other
+way by POST. The consumer's outbox overflows the same way (the stream is ended and the
+client resumes from the log).
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from weaver.session import auth
+from weaver.session.errors import SessionError
+from weaver.session.hub import SessionHub
+from weaver.session.protocol import encode
+
+HUB_KEY = web.AppKey("session_hub", SessionHub)
+
+
+def _last_seq(request: web.Request) -> int:
+    for value in (request.headers.get("Last-Event-ID"), request.query.get("last_seq")):
+        if value is not None and value.strip().isdigit():
+            return int(value.strip())
+    return 0
+
+
+async def events_handler(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB_KEY]
+    token = auth.token_from_cookie_header(request.headers.get("Cookie")) or request.query.get(
+        "token"
+    )
+    if not token:
+        return web.json_response({"error": "no session cookie"}, status=401)
+    try:
+        session_id = auth.verify(hub.config.secret, token, time.time())
+    except SessionError as exc:
+        return web.json_response({"error": exc.reason}, status=401)
+    session = hub.session(session_id)
+    outbox, resumed = hub.attach(session, _last_seq(request))
+    try:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        hello = encode("hello", session.log.last_seq, session=session_id, resumed=resumed)
+        await response.write(b"id: %d\ndata: %s\n\n" % (session.log.last_seq, hello))
+        while True:
+            item = await outbox.get()
+            if item is None:  # fell behind: end the stream; the browser resumes
+                break
+            seq, message = item
+            await response.write(b"id: %d\ndata: %s\n\n" % (seq, message))
+            if message.startswith(b'{"type":"bye"'):
+                break
+        await response.write_eof()
+        return response
+    finally:
+        hub.detach(session, outbox)
