@@ -178,6 +178,8 @@ class SessionHub:
 
     async def stop(self) -> None:
         """Say ``bye`` to every session, close sockets with 1001, stop every task."""
+        if self._is_stopping:
+            return
         self._is_stopping = True
         for session in self.sessions.values():
             if session.outboxes:
@@ -307,12 +309,14 @@ class SessionHub:
 
     # the consumers' side (WebSocket, SSE)
 
-    def attach(self, session: Session, last_seq: int) -> tuple[Outbox, bool]:
-        """A new consumer from ``last_seq``: (its outbox, whether it resumed).
+    def attach(self, session: Session, last_seq: int) -> tuple[Outbox, bool, int]:
+        """A new consumer from ``last_seq``: (its outbox, whether it resumed, the seq its
+        hello carries — the last assigned before anything this attach sends).
 
         No await between reading the log and attaching: nothing can slip between.
         """
         outbox = Outbox(max_messages=self.outbound_max_messages, max_bytes=self.outbound_max_bytes)
+        hello_seq = session.log.last_seq
         missed = session.log.since(last_seq)
         session.outboxes.add(outbox)
         session.detached_at = None
@@ -322,7 +326,7 @@ class SessionHub:
         else:
             for seq, message in missed:
                 outbox.put(seq, message)
-        return outbox, missed is not None and last_seq > 0
+        return outbox, missed is not None and last_seq > 0, hello_seq
 
     def detach(self, session: Session, outbox: Outbox) -> None:
         if outbox in session.outboxes:

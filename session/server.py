@@ -66,10 +66,8 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
         hello = await _hello(hub, ws)
         session_id = _authenticate(hub, ws, hello)
         session = hub.session(session_id)
-        outbox, resumed = hub.attach(session, hello.last_seq)
-        await ws.send(
-            encode("hello", session.log.last_seq, session=session_id, resumed=resumed).decode()
-        )
+        outbox, resumed, hello_seq = hub.attach(session, hello.last_seq)
+        await ws.send(encode("hello", hello_seq, session=session_id, resumed=resumed).decode())
         async with asyncio.TaskGroup() as tasks:
             writer = tasks.create_task(_write(ws, outbox))
             reader = tasks.create_task(_read(hub, ws, session))

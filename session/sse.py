@@ -39,7 +39,7 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     except SessionError as exc:
         return web.json_response({"error": exc.reason}, status=401)
     session = hub.session(session_id)
-    outbox, resumed = hub.attach(session, _last_seq(request))
+    outbox, resumed, hello_seq = hub.attach(session, _last_seq(request))
     try:
         response = web.StreamResponse(
             headers={
@@ -49,8 +49,8 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        hello = encode("hello", session.log.last_seq, session=session_id, resumed=resumed)
-        await response.write(b"id: %d\ndata: %s\n\n" % (session.log.last_seq, hello))
+        hello = encode("hello", hello_seq, session=session_id, resumed=resumed)
+        await response.write(b"id: %d\ndata: %s\n\n" % (hello_seq, hello))
         while True:
             item = await outbox.get()
             if item is None:  # fell behind: end the stream; the browser resumes

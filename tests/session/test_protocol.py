@@ -1,0 +1,117 @@
+"""The wire format and tokens (pure): each bad input gets its close code and a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from weaver.session import auth
+from weaver.session.errors import SessionError
+from weaver.session.protocol import (
+    MAX_MESSAGE_BYTES,
+    ClientEvent,
+    ClientHello,
+    Subscribe,
+    Unsubscribe,
+    encode,
+    parse_client_message,
+)
+from weaver.session.resume import SessionLog
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"type":"hello","last_seq":3}', ClientHello(last_seq=3)),
+        ('{"type":"hello","last_seq":0,"token":"t"}', ClientHello(last_seq=0, token="t")),
+        (
+            '{"type":"event","id":"e1","name":"add","target":"#b","data":{"p":1}}',
+            ClientEvent(id="e1", name="add", target="#b", data={"p": 1}),
+        ),
+        ('{"type":"subscribe","channel":"deals"}', Subscribe(channel="deals")),
+        ('{"type":"unsubscribe","channel":"deals"}', Unsubscribe(channel="deals")),
+    ],
+)
+def test_valid_client_messages(raw: str, message: object) -> None:
+    assert parse_client_message(raw) == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "reason"),
+    [
+        ("{not json", 1007, "not JSON"),
+        (b"\xff\xfe", 1007, "not JSON"),
+        ('{"type":"dance"}', 1008, "invalid message"),
+        ("[1,2]", 1008, "invalid message"),
+        ('{"type":"hello","last_seq":"x"}', 1008, "last_seq"),
+        ('{"type":"hello","last_seq":-1}', 1008, "last_seq"),
+        ('{"type":"event","name":"add"}', 1008, "id"),
+        ('{"type":"event","id":"","name":"add"}', 1008, "event id"),
+        ('{"type":"subscribe"}', 1008, "channel"),
+        ('{"type":"subscribe","channel":"c","extra":1}', 1008, "extra"),
+        (
+            '{"type":"event","id":"e","name":"n","data":"' + "x" * MAX_MESSAGE_BYTES + '"}',
+            1009,
+            "over",
+        ),
+    ],
+)
+def test_bad_client_messages_get_a_close_code_and_reason(
+    raw: str | bytes, code: int, reason: str
+) -> None:
+    with pytest.raises(SessionError) as caught:
+        parse_client_message(raw)
+    assert caught.value.close_code == code
+    assert reason in caught.value.reason
+
+
+def test_server_messages_carry_type_and_seq() -> None:
+    assert encode("slot", 4, id="w1", html="<b>x</b>") == (
+        b'{"type":"slot","seq":4,"id":"w1","html":"<b>x</b>"}'
+    )
+
+
+def test_tokens_verify_and_refuse_forged_foreign_and_expired() -> None:
+    token = auth.issue("secret", "sid", now=1000.0)
+    assert auth.verify("secret", token, now=1001.0) == "sid"
+    _session_id, issued, signature = token.split(".")
+    forged = f"other.{issued}.{signature}"
+    for bad, why in [
+        (forged, "signature"),
+        (token, "signature"),  # verified with another secret below: foreign
+        ("garbage", "malformed"),
+        (f"sid.{issued}.", "signature"),
+    ]:
+        with pytest.raises(SessionError, match=why) as caught:
+            auth.verify("another" if bad == token else "secret", bad, now=1001.0)
+        assert caught.value.close_code == 1008
+    with pytest.raises(SessionError, match="expired"):
+        auth.verify("secret", token, now=1000.0 + auth.MAX_AGE_S + 1)
+
+
+def test_the_cookie() -> None:
+    value = auth.cookie_header_value("tok")
+    assert value.startswith("weaver_session=tok;")
+    assert "HttpOnly" in value and "SameSite=Lax" in value and "Path=/" in value
+    assert auth.token_from_cookie_header("a=1; weaver_session=tok; b=2") == "tok"
+    assert auth.token_from_cookie_header("a=1") is None
+    assert auth.token_from_cookie_header(None) is None
+
+
+def test_the_log_resumes_exactly_or_says_it_cannot() -> None:
+    log = SessionLog(max_messages=3, max_bytes=10_000)
+    for _ in range(5):
+        seq = log.next_seq()
+        log.append(seq, b"m%d" % seq)
+    assert log.since(5) == []
+    assert log.since(3) == [(4, b"m4"), (5, b"m5")]
+    assert log.since(2) == [(3, b"m3"), (4, b"m4"), (5, b"m5")]
+    assert log.since(1) is None  # message 2 was dropped: reset, never a silent gap
+    assert log.since(9) is None  # a seq from the future: reset
+
+
+def test_the_log_is_bounded_in_bytes_too() -> None:
+    log = SessionLog(max_messages=100, max_bytes=10)
+    for _ in range(4):
+        seq = log.next_seq()
+        log.append(seq, b"12345")
+    assert log.first_seq == 3
