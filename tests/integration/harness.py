@@ -13,6 +13,7 @@ from tests.servers import Handler, serve_app
 from weaver.config.load import build_config
 from weaver.config.schema import Config
 from weaver.proxy.app import build_app
+from weaver.proxy.edge import EDGE_KEY
 
 
 @dataclass
@@ -69,6 +70,13 @@ class Stack:
     origin_url: str
     cache_dir: str
     config: Config
+    app: web.Application
+
+    @property
+    def session_url(self) -> str:
+        hub = self.app[EDGE_KEY].hub
+        assert hub is not None
+        return f"ws://127.0.0.1:{hub.port}/"
 
 
 @asynccontextmanager
@@ -83,8 +91,9 @@ async def weaver_stack(
     with tempfile.TemporaryDirectory(prefix="weaver-cache-") as cache_dir:
         async with serve_app(origin) as origin_url:
             config = weaver_config(origin_url, cache_dir, **route)
-            async with serve_app(build_app(config)) as weaver_url:
-                yield Stack(weaver_url, origin_url, cache_dir, config)
+            app = build_app(config)
+            async with serve_app(app) as weaver_url:
+                yield Stack(weaver_url, origin_url, cache_dir, config, app)
 
 
 @asynccontextmanager

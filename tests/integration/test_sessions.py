@@ -1,0 +1,119 @@
+"""Pages and sessions together: one shared paint, each visitor's own suspense and pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from http.cookies import SimpleCookie
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from websockets.asyncio.client import connect
+
+from tests.integration.harness import TOKEN, html, weaver_stack
+
+SHELL = (
+    "<h1>shop</h1>"
+    '<weaver-include src="/cart" mode="suspense" timeout="2s">cart…</weaver-include>'
+    '<weaver-include src="/recs" mode="suspense">recs…</weaver-include>'
+    '<weaver-subscribe channel="deals"/>'
+)
+
+
+async def shell(request: web.Request) -> web.Response:
+    return html(SHELL, **{"Cache-Control": "max-age=60"})
+
+
+async def cart(request: web.Request) -> web.Response:
+    visitor = request.cookies.get("user", "nobody")
+    return html(f"<p>{visitor}'s cart</p>")
+
+
+async def recs(request: web.Request) -> web.Response:
+    await asyncio.sleep(0.2)
+    return html("<p>you may like socks</p>")
+
+
+ROUTES = {"/": shell, "/cart": cart, "/recs": recs}
+
+
+async def visit(http: aiohttp.ClientSession, url: str, user: str) -> tuple[str, str, str]:
+    """(body, X-Weaver-Cache, session cookie) for a visitor."""
+    async with http.get(url, headers={"Cookie": f"user={user}"}) as resp:
+        body = await resp.text()
+        jar: SimpleCookie = SimpleCookie()
+        jar.load(resp.headers["Set-Cookie"])
+        return body, resp.headers["X-Weaver-Cache"], jar["weaver_session"].value
+
+
+async def session_messages(ws_url: str, user: str, token: str, count: int) -> list[dict[str, Any]]:
+    cookie = f"user={user}; weaver_session={token}"
+    async with connect(ws_url, additional_headers={"Cookie": cookie}) as ws:
+        await ws.send('{"type":"hello","last_seq":0}')
+        out: list[dict[str, Any]] = []
+        async with asyncio.timeout(5):
+            while len(out) < count:
+                out.append(orjson.loads(await ws.recv()))
+        return out
+
+
+async def test_paint_is_shared_and_suspense_is_personal_on_miss_and_on_hit() -> None:
+    async with (
+        weaver_stack(ROUTES) as stack,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
+        alice_body, alice_cache, alice_token = await visit(http, stack.url + "/", "alice")
+        bob_body, bob_cache, bob_token = await visit(http, stack.url + "/", "bob")
+        assert (alice_cache, bob_cache) == ("MISS", "HIT")
+        assert alice_body == bob_body  # the paint is the same for every visitor
+        slots = re.findall(r'<weaver-slot id="(w[0-9a-f]{12})">', alice_body)
+        assert len(slots) == 2
+        assert alice_token != bob_token
+        alice = await session_messages(stack.session_url, "alice", alice_token, 3)
+        bob = await session_messages(stack.session_url, "bob", bob_token, 3)
+    for name, messages in (("alice", alice), ("bob", bob)):
+        assert messages[0]["type"] == "hello"
+        by_slot = {m["id"]: m["html"] for m in messages[1:]}
+        assert by_slot == {slots[0]: f"<p>{name}'s cart</p>", slots[1]: "<p>you may like socks</p>"}
+        # completion order: the cart (fast) before the recommendations (200 ms)
+        assert [m["id"] for m in messages[1:]] == slots
+
+
+async def test_a_message_published_before_the_socket_opens_is_delivered() -> None:
+    async with (
+        weaver_stack(ROUTES) as stack,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
+        _, _, token = await visit(http, stack.url + "/", "carol")
+        async with http.post(
+            stack.url + "/_weaver/publish",
+            json={"channel": "deals", "data": {"flash": "50% off"}},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as resp:
+            assert (resp.status, await resp.json()) == (202, {"delivered_to": 1})
+        messages = await session_messages(stack.session_url, "carol", token, 4)
+    pushed = [m for m in messages if m["type"] == "message"]
+    assert pushed == [
+        {
+            "type": "message",
+            "seq": pushed[0]["seq"],
+            "channel": "deals",
+            "data": {"flash": "50% off"},
+        }
+    ]
+
+
+async def test_a_returning_visitor_keeps_their_session() -> None:
+    async with (
+        weaver_stack(ROUTES) as stack,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
+        _, _, token = await visit(http, stack.url + "/", "dave")
+        headers = {"Cookie": f"user=dave; weaver_session={token}"}
+        async with http.get(stack.url + "/", headers=headers) as resp:
+            await resp.read()
+            assert "Set-Cookie" not in resp.headers  # the same session goes on
+        messages = await session_messages(stack.session_url, "dave", token, 5)
+    assert [m["seq"] for m in messages[1:]] == [1, 2, 3, 4]  # both pages' slots
