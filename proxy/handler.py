@@ -9,6 +9,7 @@ looked up or never storable: unsafe methods, HEAD misses, private answers).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import html
 import logging
@@ -42,6 +43,7 @@ _SAFE_METHODS = ("GET", "HEAD")
 FILL_BUFFER_BYTES = 4 * 1024 * 1024
 
 SESSION_KEY = web.RequestKey("weaver_session_id", str)
+SUSPENSE_KEY = web.RequestKey("weaver_suspense_tasks", list["asyncio.Task[None]"])
 
 
 def forwarded_headers(request: web.Request) -> CIMultiDict[str]:
@@ -186,13 +188,17 @@ async def _replay(
         set_cookie = visitor_session(
             request, edge, route, origin, list(manifest.slots), list(manifest.channels)
         )
-    return await replay(
-        request,
-        entry,
-        cache_status=cache_status,
-        age=freshness.age_header(now),
-        set_cookie=set_cookie,
-    )
+    try:
+        return await replay(
+            request,
+            entry,
+            cache_status=cache_status,
+            age=freshness.age_header(now),
+            set_cookie=set_cookie,
+        )
+    except BaseException:
+        cancel_suspense(request)
+        raise
 
 
 def _is_html(headers: CIMultiDict[str]) -> bool:
@@ -231,8 +237,14 @@ def visitor_session(
         for slot, url, timeout_s in slots
     ]
     if fetches:
-        hub.run_suspense(session_id, fetches)
+        request.setdefault(SUSPENSE_KEY, []).extend(hub.run_suspense(session_id, fetches))
     return set_cookie
+
+
+def cancel_suspense(request: web.Request) -> None:
+    """The page's client went away before its page arrived: stop its suspense fetches."""
+    for task in request.get(SUSPENSE_KEY, ()):
+        task.cancel()
 
 
 def _suspense_fetch(
@@ -322,8 +334,8 @@ async def _follow(
             )
             if cookie is not None:
                 response.headers.add("Set-Cookie", cookie)
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             if request.method != "HEAD":
                 async for chunk in follower.chunks():
                     await response.write(chunk)
@@ -340,7 +352,10 @@ async def _follow(
                     list(fill.channels),
                     session_id=request[SESSION_KEY],
                 )
-        except (FillFailed, FollowerLagged) as exc:
+        except BaseException as exc:
+            cancel_suspense(request)  # the client is gone or the page broke off
+            if not isinstance(exc, FillFailed | FollowerLagged):
+                raise
             log.warning("response for %s aborted: %s", request.path, exc)
             if request.transport is not None:
                 request.transport.abort()  # never end a broken body as if it were whole

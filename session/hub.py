@@ -252,11 +252,19 @@ class SessionHub:
             self.sessions[session_id] = session
         return session
 
-    def run_suspense(self, session_id: str, fetches: Sequence[tuple[str, SuspenseFetch]]) -> None:
-        """Start the suspense fetches now; results go on the session in completion order."""
+    def run_suspense(
+        self, session_id: str, fetches: Sequence[tuple[str, SuspenseFetch]]
+    ) -> list[asyncio.Task[None]]:
+        """Start the suspense fetches now; results go on the session in completion order.
+
+        The session owns them (a socket may open later). The caller may cancel the
+        returned tasks sooner: the page request does when its client goes away.
+        """
         session = self.session(session_id)
-        for slot, fetch in fetches:
+        return [
             self.spawn(self._suspense(session, slot, fetch), session.tasks)
+            for slot, fetch in fetches
+        ]
 
     async def _suspense(self, session: Session, slot: str, fetch: SuspenseFetch) -> None:
         try:

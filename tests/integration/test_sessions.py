@@ -117,3 +117,36 @@ async def test_a_returning_visitor_keeps_their_session() -> None:
             assert "Set-Cookie" not in resp.headers  # the same session goes on
         messages = await session_messages(stack.session_url, "dave", token, 5)
     assert [m["seq"] for m in messages[1:]] == [1, 2, 3, 4]  # both pages' slots
+
+
+async def test_a_visitor_leaving_mid_page_cancels_their_suspense_fetches() -> None:
+    suspense_started = asyncio.Event()
+    suspense_cancelled = asyncio.Event()
+
+    async def page(request: web.Request) -> web.Response:
+        return html(
+            '<weaver-include src="/personal" mode="suspense">…</weaver-include>'
+            '<esi:include src="/slow"/>'
+        )
+
+    async def personal(request: web.Request) -> web.Response:
+        suspense_started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            suspense_cancelled.set()
+            raise
+        return html("never")
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return html("never")
+
+    routes = {"/": page, "/personal": personal, "/slow": slow}
+    async with weaver_stack(routes) as stack, aiohttp.ClientSession() as http:
+        resp = await http.get(stack.url + "/")
+        async with asyncio.timeout(5):
+            await suspense_started.wait()
+        resp.close()  # the visitor goes away before the page is complete
+        async with asyncio.timeout(5):
+            await suspense_cancelled.wait()
