@@ -108,7 +108,11 @@ async def _clients(port: int, first: int, count: int, tag: int, results: Any) ->
     async def one(index: int) -> None:
         token = auth.issue(SECRET, f"bench-{tag}-{first + index}", time.time())
         async with connect(
-            f"ws://127.0.0.1:{port}/", max_size=None, compression=None, open_timeout=60
+            f"ws://127.0.0.1:{port}/",
+            max_size=None,
+            compression=None,
+            open_timeout=60,
+            ping_interval=None,  # a busy client process must not time its own pings out
         ) as ws:
             await ws.send(orjson.dumps({"type": "hello", "last_seq": 0, "token": token}).decode())
             await ws.recv()

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 MAX_SUSPENSE_BYTES = 1024 * 1024
 
+# The one script tag a page with suspense or channels carries (the same for everyone).
+BOOTSTRAP = b'<script type="module" src="/_weaver/client.js"></script>'
+
 # A fragment fetch waits for the response's first bytes to go out, at most this long.
 FRAGMENT_START_GRACE_S = 0.002
 
@@ -139,10 +142,17 @@ class Weave:
         """
         try:
             await self.conduct(body, seq, base_url=base_url, path=(), depth=0, record=None)
+            seq.push_deferred(self._bootstrap)
         except Exception as exc:
             seq.push(_Raising(exc))
         finally:
             seq.end()
+
+    def _bootstrap(self) -> bytes:
+        """The client runtime's script tag, last in a page that has suspense slots or
+        channels. Decided when the consumer gets there, after every fragment ended, so it
+        depends only on the page's bytes, never on timing."""
+        return BOOTSTRAP if self.suspense or self.channels else b""
 
     async def conduct(
         self,
@@ -216,7 +226,7 @@ class Weave:
             record.outcome = "suspense"
             record.duration_s = 0.0
             self.suspense.append(SuspenseSlot(slot, plan))
-            seq.push_bytes(placeholder(slot, plan.fallback))
+            seq.push_bytes(placeholder(slot, plan.fallback, plan.src))
         elif depth >= self.config.server.max_include_depth:
             log.warning("include %s not fetched: depth limit %d reached", plan.src, depth)
             fallback("depth")

@@ -43,9 +43,10 @@ OnError = Callable[[Exception], bytes]
 class _Part:
     """One slot of the sequence: a bounded buffer of chunks, its end and its error."""
 
-    __slots__ = ("child", "chunks", "error", "is_closed", "nbytes", "space", "task")
+    __slots__ = ("child", "chunks", "deferred", "error", "is_closed", "nbytes", "space", "task")
 
     def __init__(self, *, is_closed: bool = False, child: Sequencer | None = None) -> None:
+        self.deferred: Callable[[], bytes] | None = None
         self.chunks: deque[bytes] = deque()
         self.nbytes = 0
         self.is_closed = is_closed
@@ -145,6 +146,18 @@ class Sequencer(AbstractAsyncContextManager["Sequencer"]):
             self._drained.clear()
         self._changed.set()
 
+    def push_deferred(self, make: Callable[[], bytes]) -> None:
+        """Append bytes computed by ``make()`` when the consumer reaches them: after every
+        part before them was consumed (so after every producer before them ended).
+
+        Raises:
+            SequencerClosed: after :meth:`end` or :meth:`aclose`.
+        """
+        self._check_open()
+        part = _Part(is_closed=True)
+        part.deferred = make
+        self._append(part)
+
     async def drain(self) -> None:
         """Wait until the directly pushed bytes not yet read are within the bound.
 
@@ -220,6 +233,12 @@ class Sequencer(AbstractAsyncContextManager["Sequencer"]):
             head = self._parts[0]
             if head.child is not None or head.error is not None:
                 break
+            if head.deferred is not None:
+                make, head.deferred = head.deferred, None
+                data = make()
+                if data:
+                    head.chunks.append(data)
+                    head.nbytes += len(data)
             while head.chunks and size < MAX_WRITE_BYTES:
                 chunk = head.chunks.popleft()
                 head.nbytes -= len(chunk)

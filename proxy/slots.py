@@ -7,6 +7,7 @@ never on time, randomness or the visitor, so every visitor gets the same paint.
 from __future__ import annotations
 
 import hashlib
+import html
 
 
 def slot_id(position: tuple[int, ...], src: str) -> str:
@@ -15,9 +16,14 @@ def slot_id(position: tuple[int, ...], src: str) -> str:
     return "w" + hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
-def placeholder(slot: str, fallback: bytes) -> bytes:
-    """``<weaver-slot id="SLOT">fallback</weaver-slot>`` (DESIGN.md, Wire format)."""
-    return b'<weaver-slot id="' + slot.encode() + b'">' + fallback + b"</weaver-slot>"
+def placeholder(slot: str, fallback: bytes, src: str = "") -> bytes:
+    """``<weaver-slot id="SLOT" data-src="SRC">fallback</weaver-slot>`` (DESIGN.md, Wire
+    format, plus ``data-src`` so a page can name a slot by its fragment, e.g. as the
+    target of an event whose answer patches it)."""
+    attrs = b' id="' + slot.encode() + b'"'
+    if src:
+        attrs += b' data-src="' + html.escape(src).encode() + b'"'
+    return b"<weaver-slot" + attrs + b">" + fallback + b"</weaver-slot>"
 
 
 def cut_marker(src: str, reason: str) -> bytes:

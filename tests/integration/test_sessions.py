@@ -68,7 +68,7 @@ async def test_paint_is_shared_and_suspense_is_personal_on_miss_and_on_hit() -> 
         bob_body, bob_cache, bob_token = await visit(http, stack.url + "/", "bob")
         assert (alice_cache, bob_cache) == ("MISS", "HIT")
         assert alice_body == bob_body  # the paint is the same for every visitor
-        slots = re.findall(r'<weaver-slot id="(w[0-9a-f]{12})">', alice_body)
+        slots = re.findall(r'<weaver-slot id="(w[0-9a-f]{12})"', alice_body)
         assert len(slots) == 2
         assert alice_token != bob_token
         alice = await session_messages(stack.session_url, "alice", alice_token, 3)

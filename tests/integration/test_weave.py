@@ -252,7 +252,11 @@ async def test_suspense_include_leaves_a_deterministic_placeholder() -> None:
         _, first, _ = await get(url + "/")
         _, second, _ = await get(url + "/", headers={"Cookie": "other=visitor"})
     assert first == second
-    assert re.fullmatch(r'<weaver-slot id="w[0-9a-f]{12}">soon</weaver-slot>', first), first
+    assert re.fullmatch(
+        r'<weaver-slot id="w[0-9a-f]{12}" data-src="/recs">soon</weaver-slot>'
+        r'<script type="module" src="/_weaver/client.js"></script>',
+        first,
+    ), first
 
 
 async def test_non_html_passes_through_untouched() -> None:

@@ -141,6 +141,9 @@ def test_slot_ids_are_deterministic_and_distinct() -> None:
     assert first.startswith("w") and len(first) == 13
     assert len({first, slot_id((0, 3), "/recs"), slot_id((0, 2), "/cart")}) == 3
     assert placeholder(first, b"soon") == f'<weaver-slot id="{first}">soon</weaver-slot>'.encode()
+    assert placeholder(first, b"", '/r?a=1&b="2"') == (
+        f'<weaver-slot id="{first}" data-src="/r?a=1&amp;b=&quot;2&quot;"></weaver-slot>'.encode()
+    )
 
 
 @pytest.mark.parametrize("src", ["/a-->b", "/a--->b", "/x>", "/--!>"])
