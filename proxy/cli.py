@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -66,10 +67,20 @@ async def serve(config: Config) -> None:
         await runner.cleanup()
 
 
+DEMO_TOKEN = "demo"
+
+
 def demo_config(origin_port: int, listen: str) -> Config:
+    host, _, port = listen.rpartition(":")
+    session_port = int(port) + 1 if port.isdigit() and int(port) else 0
     return build_config(
         {
             "server": {"listen": listen},
+            "session": {
+                "listen": f"{host}:{session_port}",
+                "secret": secrets.token_hex(16),  # a demo: sessions last one run
+                "publish_token": DEMO_TOKEN,
+            },
             "origin": [
                 {"name": "demo", "url": f"http://127.0.0.1:{origin_port}", "events": "/_events"}
             ],
@@ -91,6 +102,13 @@ async def demo(listen: str) -> None:
             host = config.server.listen.host
             print(f"weaver demo: origin on http://127.0.0.1:{origin_port}/", flush=True)  # noqa: T201
             print(f"weaver demo: open http://{host}:{port}/  (Ctrl-C stops)", flush=True)  # noqa: T201
+            print(  # noqa: T201
+                "weaver demo: push a flash sale from another terminal:\n"
+                f"  weaver publish --url http://{host}:{port}/_weaver/publish --token "
+                f"{DEMO_TOKEN} --channel deals --data "
+                '\'{"html": "<b>Flash sale: wool socks -50%</b>"}\'',
+                flush=True,
+            )
             await _until_signal()
         finally:
             await runner.cleanup()
@@ -137,7 +155,7 @@ def purge_command(config: Config, args: argparse.Namespace) -> int:
         print("weaver purge: give --tag, --prefix or --key", file=sys.stderr)  # noqa: T201
         return 2
     url = args.url or f"http://{config.server.listen}/_weaver/purge"
-    return _post_json(url, body, config.session.publish_token)
+    return _post_json(url, body, args.token or config.session.publish_token)
 
 
 def publish_command(config: Config, args: argparse.Namespace) -> int:
@@ -158,7 +176,7 @@ def publish_command(config: Config, args: argparse.Namespace) -> int:
         print("weaver publish: give --channel or --session", file=sys.stderr)  # noqa: T201
         return 2
     url = args.url or f"http://{config.server.listen}/_weaver/publish"
-    return _post_json(url, body, config.session.publish_token)
+    return _post_json(url, body, args.token or config.session.publish_token)
 
 
 def _post_json(url: str, body: dict[str, object], token: str) -> int:
@@ -202,12 +220,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     purge_p.add_argument("--prefix")
     purge_p.add_argument("--key", action="append", default=[])
     purge_p.add_argument("--soft", action="store_true", help="mark stale instead of delete")
+    purge_p.add_argument("--token", help="the publish token (default: the config's)")
     publish_p = commands.add_parser("publish", help="push a message to a channel or session")
     publish_p.add_argument("--config", default="weaver.toml")
     publish_p.add_argument("--url", help="the publish endpoint (default: server.listen)")
     publish_p.add_argument("--channel")
     publish_p.add_argument("--session")
     publish_p.add_argument("--data", required=True, help="the message, as JSON")
+    publish_p.add_argument("--token", help="the publish token (default: the config's)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -222,10 +242,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run(serve(config))
     elif args.command == "demo":
         _run(demo(args.listen))
-    elif args.command == "publish":
-        raise SystemExit(publish_command(_load_or_exit(args.config), args))
-    elif args.command == "purge":
-        raise SystemExit(purge_command(_load_or_exit(args.config), args))
+    elif args.command in ("publish", "purge"):
+        # With --url and --token no config file is needed (e.g. against the demo).
+        config = Config() if args.url and args.token else _load_or_exit(args.config)
+        command = publish_command if args.command == "publish" else purge_command
+        raise SystemExit(command(config, args))
 
 
 if __name__ == "__main__":

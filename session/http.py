@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hmac
+import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from weaver.session import auth
+from weaver.session.errors import SessionError
 from weaver.session.hub import SessionHub
+from weaver.session.protocol import MAX_MESSAGE_BYTES, ClientEvent, parse_client_message
 from weaver.session.sse import HUB_KEY, events_handler
 
 MAX_PUBLISH_BYTES = 64 * 1024
@@ -67,8 +72,43 @@ async def presence_handler(request: web.Request) -> web.Response:
     return web.json_response({"channel": channel, "sessions": hub.presence(channel)})
 
 
+CLIENT_JS = (Path(__file__).parent / "client.js").read_text()
+
+
+async def client_js_handler(request: web.Request) -> web.Response:
+    """The client runtime, with where to find the session: ``session.public_url``, else
+    the page's host on the session listener's port."""
+    hub = request.app[HUB_KEY]
+    ws_url = hub.config.public_url or f"ws://{{host}}:{hub.port}/"
+    config = orjson.dumps({"ws": ws_url, "sse": "/_weaver/events"}).decode()
+    body = CLIENT_JS.replace("__WEAVER_CONFIG__", config)
+    return web.Response(
+        text=body,
+        content_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+async def post_event_handler(request: web.Request) -> web.Response:
+    """``POST /_weaver/events``: a client event from a visitor on SSE (no WebSocket)."""
+    hub = request.app[HUB_KEY]
+    token = auth.token_from_cookie_header(request.headers.get("Cookie"))
+    try:
+        session_id = auth.verify(hub.config.secret, token or "", time.time())
+        message = parse_client_message(await request.content.read(MAX_MESSAGE_BYTES + 1))
+    except SessionError as exc:
+        status = 401 if "token" in exc.reason else 400
+        return web.json_response({"error": exc.reason}, status=status)
+    if not isinstance(message, ClientEvent):
+        return _bad("only event messages may be POSTed")
+    await hub.offer_event(hub.session(session_id), message)
+    return web.json_response({"queued": message.id}, status=202)
+
+
 def add_routes(app: web.Application, hub: SessionHub) -> None:
     app[HUB_KEY] = hub
     app.router.add_post("/_weaver/publish", publish_handler)
     app.router.add_get("/_weaver/presence", presence_handler)
     app.router.add_get("/_weaver/events", events_handler)
+    app.router.add_post("/_weaver/events", post_event_handler)
+    app.router.add_get("/_weaver/client.js", client_js_handler)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 
 from aiohttp import web
 
@@ -33,6 +34,10 @@ SHELL = """<!doctype html>
 </head>
 <body>
 <esi:include src="/fragments/header"/>
+<weaver-subscribe channel="deals"/>
+<weaver-subscribe channel="news"/>
+<div class="flash" data-weaver-channel="deals"></div>
+<div class="panel">session <b data-weaver-status="connection">no JavaScript</b> · transport <b data-weaver-status="transport">-</b> · seq <b data-weaver-status="seq">0</b></div>
 <main>
 <section class="products">
 <h2>Products</h2>
@@ -46,6 +51,10 @@ SHELL = """<!doctype html>
 <section class="recs">
 <h2>Recommended for you</h2>
 <weaver-include src="/fragments/recommendations" mode="suspense" timeout="3s"><p class="muted">Finding recommendations…</p></weaver-include>
+</section>
+<section class="news">
+<h2>Live news</h2>
+<ul class="ticker" data-weaver-channel="news" data-weaver-append></ul>
 </section>
 <section class="deals">
 <h2>Deals</h2>
@@ -68,6 +77,11 @@ main { display: grid; grid-template-columns: 2fr 1fr; gap: 24px; padding: 24px; 
 .card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 12px; }
 .muted { color: #888; }
 footer { padding: 12px 24px; color: #666; }
+.flash:not(:empty) { background: #ffe45c; padding: 10px 24px; font-weight: 600; }
+.panel { font-size: 13px; color: #555; padding: 6px 24px; background: #eef; }
+button[data-weaver-pending] { opacity: .5; }
+weaver-slot[data-state="slot"], weaver-slot[data-state="patch"] { animation: in .4s; }
+@keyframes in { from { background: #fff7c0; } to { background: transparent; } }
 """
 
 
@@ -77,23 +91,36 @@ async def shell(request: web.Request) -> web.Response:
     )
 
 
+HEADER = "<header><h1>Weaver demo shop</h1><p>Fast first paint, live updates.</p></header>"
+
+
+def products_html() -> str:
+    cards = "".join(
+        f'<div class="card" id="{pid}"><h3>{html.escape(name)}</h3><p>€{price}</p>'
+        f'<button data-weaver-event="add-to-cart" data-product="{pid}" '
+        f'data-weaver-target="/fragments/cart">Add to cart</button>'
+        "</div>"
+        for pid, name, price in PRODUCTS
+    )
+    return f'<div class="grid">{cards}</div>'
+
+
+def recommendations_html() -> str:
+    items = "".join(f"<li>{html.escape(name)}</li>" for _, name, _ in PRODUCTS[:3])
+    return f"<ul>{items}</ul>"
+
+
 async def header(request: web.Request) -> web.Response:
     return web.Response(
-        text="<header><h1>Weaver demo shop</h1><p>Fast first paint, live updates.</p></header>",
+        text=HEADER,
         content_type="text/html",
         headers={"Cache-Control": "max-age=300", "Surrogate-Key": "header"},
     )
 
 
 async def products(request: web.Request) -> web.Response:
-    cards = "".join(
-        f'<div class="card" id="{pid}"><h3>{html.escape(name)}</h3><p>€{price}</p>'
-        f'<button data-weaver-event="add-to-cart" data-product="{pid}">Add to cart</button>'
-        "</div>"
-        for pid, name, price in PRODUCTS
-    )
     return web.Response(
-        text=f'<div class="grid">{cards}</div>',
+        text=products_html(),
         content_type="text/html",
         headers={"Cache-Control": "max-age=60", "Surrogate-Key": "products"},
     )
@@ -101,16 +128,63 @@ async def products(request: web.Request) -> web.Response:
 
 async def recommendations(request: web.Request) -> web.Response:
     await asyncio.sleep(RECOMMENDATIONS_DELAY_S)
-    items = "".join(f"<li>{html.escape(name)}</li>" for _, name, _ in PRODUCTS[:3])
-    return web.Response(text=f"<ul>{items}</ul>", content_type="text/html")
+    return web.Response(text=recommendations_html(), content_type="text/html")
+
+
+def session_of(request: web.Request) -> str:
+    """The visitor's Weaver session id (the cookie is ``id.issued.signature``)."""
+    return request.cookies.get("weaver_session", "").split(".", 1)[0]
+
+
+def cart_html(items: list[str]) -> str:
+    names = dict((pid, name) for pid, name, _ in PRODUCTS)
+    rows = "".join(f"<li>{html.escape(names.get(pid, pid))}</li>" for pid in items)
+    return f'<p class="cart-count">{len(items)} item(s) in your cart</p><ul>{rows}</ul>'
 
 
 async def cart(request: web.Request) -> web.Response:
-    visitor = request.cookies.get("weaver_session", "")
-    count = len(request.app[CARTS].get(visitor, []))
-    return web.Response(
-        text=f'<p class="cart-count">{count} item(s) in your cart</p>', content_type="text/html"
-    )
+    items = request.app[CARTS].get(session_of(request), [])
+    return web.Response(text=cart_html(items), content_type="text/html")
+
+
+async def events(request: web.Request) -> web.Response:
+    """Client events from Weaver: ``{"session", "event"}``; answers patch the cart slot.
+    Delivery is at least once, so events are deduplicated by id."""
+    body = await request.json()
+    session, event = body["session"], body["event"]
+    seen = request.app[SEEN]
+    if event["id"] not in seen and event["name"] == "add-to-cart":
+        seen.add(event["id"])
+        product = str((event.get("data") or {}).get("product", ""))
+        request.app[CARTS].setdefault(session, []).append(product)
+    items = request.app[CARTS].get(session, [])
+    patches = {event["target"]: cart_html(items)} if event.get("target") else {}
+    return web.json_response({"patches": patches})
+
+
+async def inline(request: web.Request) -> web.Response:
+    """The same page rendered by the origin alone, everything inline (the baseline)."""
+    await asyncio.sleep(RECOMMENDATIONS_DELAY_S)
+    items = request.app[CARTS].get(session_of(request), [])
+    parts = {
+        "/fragments/header": HEADER,
+        "/fragments/products": products_html(),
+        "/fragments/cart": cart_html(items),
+        "/fragments/recommendations": recommendations_html(),
+        "/fragments/deals": '<p class="muted">Deals are unavailable right now.</p>',
+    }
+
+    def render(match: re.Match[str]) -> str:
+        return parts[match.group(1) or match.group(2)]
+
+    page = INCLUDE.sub(render, SHELL)
+    page = re.sub(r"<esi:remove>.*?</esi:remove>|<weaver-subscribe[^>]*/>", "", page)
+    return web.Response(text=page, content_type="text/html")
+
+
+INCLUDE = re.compile(
+    r'<esi:include src="([^"]+)"/>|<weaver-include src="([^"]+)"[^>]*>.*?</weaver-include>'
+)
 
 
 async def deals(request: web.Request) -> web.Response:
@@ -124,12 +198,14 @@ async def css(request: web.Request) -> web.Response:
 
 
 CARTS = web.AppKey("carts", dict[str, list[str]])
+SEEN = web.AppKey("seen_events", set[str])
 
 
 def build_origin() -> web.Application:
     """The demo shop as an aiohttp application."""
     app = web.Application()
     app[CARTS] = {}
+    app[SEEN] = set()
     app.router.add_get("/", shell)
     app.router.add_get("/fragments/header", header)
     app.router.add_get("/fragments/products", products)
@@ -137,4 +213,6 @@ def build_origin() -> web.Application:
     app.router.add_get("/fragments/cart", cart)
     app.router.add_get("/fragments/deals", deals)
     app.router.add_get("/static/shop.css", css)
+    app.router.add_post("/_events", events)
+    app.router.add_get("/inline", inline)
     return app
