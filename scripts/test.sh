@@ -4,6 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian's chromium for the browser tests (playwright drives it by path; it cannot
+# download browsers here).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "scripts/test.sh: chromium is missing; run: sudo apt-get install chromium" >&2
+        exit 1
+    fi
+fi
+
 python3 -m pip install -q -e '.[test]' --config-settings editable_mode=strict
 
 ruff format --check .
