@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Python packages; redis-server and chromium when missing)
+# Installs what the tests need (Python packages; Debian's chromium when missing)
 # and runs every check CI runs: ruff, mypy --strict, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
