@@ -44,12 +44,23 @@ EVENT_RETRIES_S = (0.1, 0.3, 0.9)  # waits before the 2nd, 3rd and 4th delivery 
 class Outbox:
     """One consumer's bounded queue of (seq, message); overflow marks it for 1013."""
 
-    __slots__ = ("_bytes", "_items", "_ready", "is_overflowed", "max_bytes", "max_messages")
+    __slots__ = (
+        "_bytes",
+        "_items",
+        "_ready",
+        "direct",
+        "is_overflowed",
+        "max_bytes",
+        "max_messages",
+    )
 
     def __init__(self, *, max_messages: int, max_bytes: int) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.is_overflowed = False
+        # Writes a message at once if the connection can take it (returns False if
+        # not): fan-out then costs no task switch per consumer. Set by the consumer.
+        self.direct: Callable[[bytes], bool] | None = None
         self._items: deque[tuple[int, bytes]] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
@@ -57,6 +68,8 @@ class Outbox:
     def put(self, seq: int, message: bytes) -> None:
         """Enqueue without waiting; past a bound the consumer is to be cut off instead."""
         if self.is_overflowed:
+            return
+        if not self._items and self.direct is not None and self.direct(message):
             return
         if len(self._items) >= self.max_messages or self._bytes + len(message) > self.max_bytes:
             self.is_overflowed = True  # DISCONNECT_1013: resumes from the log

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import Server, ServerConnection, broadcast
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
@@ -68,6 +69,7 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
         session = hub.session(session_id)
         outbox, resumed, hello_seq = hub.attach(session, hello.last_seq)
         await ws.send(encode("hello", hello_seq, session=session_id, resumed=resumed).decode())
+        outbox.direct = _direct_writer(ws, hub.outbound_max_bytes)
         async with asyncio.TaskGroup() as tasks:
             writer = tasks.create_task(_write(ws, outbox))
             reader = tasks.create_task(_read(hub, ws, session))
@@ -104,6 +106,20 @@ def _authenticate(hub: SessionHub, ws: ServerConnection, hello: ClientHello) -> 
     if not token:
         raise SessionError(POLICY, "no session token (cookie or hello token)")
     return auth.verify(hub.config.secret, token, time.time())
+
+
+def _direct_writer(ws: ServerConnection, max_buffered_bytes: int) -> Callable[[bytes], bool]:
+    """Write a message to the socket now, without a task switch, while the socket's
+    buffer is within the bound; otherwise the outbox queues it (and its bound holds)."""
+    transport = ws.transport
+
+    def write(message: bytes) -> bool:
+        if transport.is_closing() or transport.get_write_buffer_size() > max_buffered_bytes:
+            return False
+        broadcast([ws], message.decode())  # websockets' synchronous write, one frame
+        return True
+
+    return write
 
 
 async def _write(ws: ServerConnection, outbox: Outbox) -> None:
