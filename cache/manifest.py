@@ -7,9 +7,12 @@ not decode is a miss, never an error for the client.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from weaver.cache.errors import StoreError
+from weaver.cache.freshness import Freshness
 
 VERSION = 1
 
@@ -74,3 +77,41 @@ def decode(data: bytes) -> Manifest:
 
 def replace(manifest: Manifest, **changes: object) -> Manifest:
     return msgspec.structs.replace(manifest, **changes)
+
+
+def freshness_of(manifest: Manifest) -> Freshness:
+    """The stored freshness of ``manifest`` (RFC 9111 §4.2), to ask for its state."""
+    return Freshness(
+        stored_at=manifest.stored_at,
+        initial_age_s=manifest.initial_age_s,
+        lifetime_s=manifest.lifetime_s,
+        stale_while_revalidate_s=manifest.stale_while_revalidate_s,
+        stale_if_error_s=manifest.stale_if_error_s,
+        must_revalidate=manifest.must_revalidate,
+        no_cache=manifest.no_cache,
+    )
+
+
+def new_manifest(
+    key: str,
+    status: int,
+    headers: tuple[tuple[str, str], ...],
+    freshness: Freshness,
+    **more: Any,
+) -> Manifest:
+    """A manifest for a response about to be committed (the store fills blob and size)."""
+    return Manifest(
+        key=key,
+        status=status,
+        headers=headers,
+        blob="",
+        size=0,
+        stored_at=freshness.stored_at,
+        initial_age_s=freshness.initial_age_s,
+        lifetime_s=freshness.lifetime_s,
+        stale_while_revalidate_s=freshness.stale_while_revalidate_s,
+        stale_if_error_s=freshness.stale_if_error_s,
+        must_revalidate=freshness.must_revalidate,
+        no_cache=freshness.no_cache,
+        **more,
+    )

@@ -15,16 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from weaver.cache import freshness as fresh
+from weaver.cache import manifest as manifests
+from weaver.cache.freshness import CacheState
+from weaver.cache.keys import cache_key
+from weaver.cache.manifest import Manifest, freshness_of
+from weaver.cache.store import BlobWriter, Store
 from weaver.config.schema import Config, IncludeMode, OriginConfig, RouteConfig
 from weaver.proxy.errors import FragmentError, OriginError
 from weaver.proxy.includes import IncludePlan, fragment_request_headers, plan_include
-from weaver.proxy.origin import OriginClient
+from weaver.proxy.origin import OriginClient, OriginResponse
 from weaver.proxy.scanner import Include, Scanner, Subscribe, Text
 from weaver.proxy.sequencer import Sequencer
 from weaver.proxy.slots import cut_marker, placeholder, slot_id
@@ -52,6 +60,8 @@ class FragmentRecord:
     status: int | None = None
     streamed_bytes: int = 0
     headers: CIMultiDictProxy[str] | None = None
+    ttl_left_s: float | None = None  # freshness left when fetched or read from the cache
+    is_cached: bool = False
 
     @property
     def is_done(self) -> bool:
@@ -88,6 +98,7 @@ class Weave:
     origin: OriginConfig
     visitor_headers: Mapping[str, str]
     tasks: asyncio.TaskGroup
+    store: Store | None = None  # fragments are cached under their own keys
     fragments: list[FragmentRecord] = field(default_factory=list)
     suspense: list[SuspenseSlot] = field(default_factory=list)
     channels: list[str] = field(default_factory=list)
@@ -316,24 +327,129 @@ class Weave:
         is_primary: bool,
     ) -> None:
         headers = CIMultiDict(fragment_request_headers(self.visitor_headers, self.route.vary))
+        key = fragment_key(url, headers)
         headers["Accept-Encoding"] = "identity"
+        if self.store is not None:
+            entry = await self.store.get(key)
+            if entry is not None and _is_fresh(entry.manifest):
+                stored = CIMultiDictProxy(CIMultiDict(entry.manifest.headers))
+                self._on_status(plan, record, entry.manifest.status, stored, is_primary)
+                freshness = freshness_of(entry.manifest)
+                record.ttl_left_s = freshness.lifetime_s - freshness.age(time.time())
+                record.is_cached = True
+                await self._stream(entry.body(), stored, url, inner, path, depth, record)
+                return
         async with self.client.request("GET", url, headers=headers, deadline=deadline) as resp:
-            record.status = resp.status
-            record.headers = resp.headers
-            if is_primary and self.primary is not None and not self.primary.done():
-                self.primary.set_result(PrimaryHead(resp.status, resp.headers.get("Location")))
-                if resp.status >= 500:
-                    raise FragmentError(plan.src, f"primary answered {resp.status}")
-            elif not 200 <= resp.status < 300:
-                raise FragmentError(plan.src, f"answered {resp.status}")
+            request_time = time.time()
+            self._on_status(plan, record, resp.status, resp.headers, is_primary)
+            writer = await self._fragment_writer(key, headers, resp)
             body = resp.chunks(deadline=deadline)
-            if resp.is_html:
-                await self.conduct(body, inner, base_url=url, path=path, depth=depth, record=record)
-            else:
-                async for chunk in body:
-                    record.streamed_bytes += len(chunk)
-                    inner.push_bytes(chunk)
-                    await inner.drain()
+            try:
+                await self._stream(
+                    _tee(body, writer) if writer else body,
+                    resp.headers,
+                    url,
+                    inner,
+                    path,
+                    depth,
+                    record,
+                )
+            except BaseException:
+                if writer is not None:
+                    writer.abort()
+                raise
+            freshness = fresh.freshness_from_response(
+                request_time=request_time,
+                response_time=time.time(),
+                response_headers=resp.headers,
+                route_ttl_s=self.route.ttl_s,
+            )
+            record.ttl_left_s = freshness.lifetime_s - freshness.initial_age_s
+            if writer is not None:
+                kept = fresh.filter_stored_headers(resp.headers.items())
+                await writer.commit(
+                    manifests.new_manifest(
+                        key,
+                        resp.status,
+                        tuple(kept),
+                        freshness,
+                        tags=fresh.tags_from_headers(resp.headers),
+                        etag=resp.headers.get("ETag"),
+                        last_modified=resp.headers.get("Last-Modified"),
+                    )
+                )
+
+    def _on_status(
+        self,
+        plan: IncludePlan,
+        record: FragmentRecord,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        is_primary: bool,
+    ) -> None:
+        record.status = status
+        record.headers = headers
+        if is_primary and self.primary is not None and not self.primary.done():
+            self.primary.set_result(PrimaryHead(status, headers.get("Location")))
+            if status >= 500:
+                raise FragmentError(plan.src, f"primary answered {status}")
+        elif not 200 <= status < 300:
+            raise FragmentError(plan.src, f"answered {status}")
+
+    async def _fragment_writer(
+        self, key: str, sent: CIMultiDict[str], resp: OriginResponse
+    ) -> BlobWriter | None:
+        """A writer for the fragment's own cache entry, if it may be stored (2xx only)."""
+        if self.store is None or not 200 <= resp.status < 300:
+            return None
+        reason = fresh.storable(
+            method="GET",
+            status=resp.status,
+            request_headers=sent,
+            response_headers=resp.headers,
+            route_allows_private=False,
+            route_ttl_s=self.route.ttl_s,
+        )
+        return await self.store.begin(key) if reason is None else None
+
+    async def _stream(
+        self,
+        body: AsyncIterator[bytes],
+        headers: CIMultiDictProxy[str],
+        url: str,
+        inner: Sequencer,
+        path: tuple[int, ...],
+        depth: int,
+        record: FragmentRecord,
+    ) -> None:
+        """A fragment's body into ``inner``: scanned (nested includes) when it is HTML."""
+        content_type = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if content_type in ("text/html", "application/xhtml+xml"):
+            await self.conduct(body, inner, base_url=url, path=path, depth=depth, record=record)
+            return
+        async for chunk in body:
+            record.streamed_bytes += len(chunk)
+            inner.push_bytes(chunk)
+            await inner.drain()
+
+
+def fragment_key(url: str, sent: Mapping[str, str]) -> str:
+    """A fragment's cache key: its URL and the (vary) headers it was fetched with."""
+    parts = urlsplit(url)
+    vary = sorted((name.lower(), value) for name, value in sent.items())
+    return cache_key("GET", parts.netloc, parts.path, parts.query, vary)
+
+
+def _is_fresh(manifest: Manifest) -> bool:
+    if manifest.is_soft_purged:
+        return False
+    return freshness_of(manifest).state(time.time()) is CacheState.FRESH
+
+
+async def _tee(body: AsyncIterator[bytes], writer: BlobWriter) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        await writer.write(chunk)
+        yield chunk
 
 
 async def fetch_suspense(

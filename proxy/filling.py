@@ -122,6 +122,7 @@ async def _weave(
     shell_s = time.perf_counter() - started
     async with asyncio.TaskGroup() as tasks:
         weave = Weave(
+            store=edge.store,
             client=edge.client,
             config=edge.config,
             route=plan.route,
@@ -221,7 +222,10 @@ async def _commit(
             assert record.headers is not None or record.outcome == "suspense"
             if record.headers is None:
                 continue
-            lifetime = fresh.freshness_lifetime(record.headers, route_ttl_s=plan.route.ttl_s)
+            if record.ttl_left_s is not None:  # what is left of the fragment's lifetime
+                lifetime = freshness.initial_age_s + record.ttl_left_s
+            else:
+                lifetime = fresh.freshness_lifetime(record.headers, route_ttl_s=plan.route.ttl_s)
             freshness = dataclasses.replace(
                 freshness, lifetime_s=min(freshness.lifetime_s, lifetime)
             )
@@ -229,19 +233,11 @@ async def _commit(
             fragments.append(record.src)
     head = fill.head.result()
     stored_headers = fresh.filter_stored_headers(head.headers.items())
-    manifest = Manifest(
-        key=plan.key,
-        status=head.status,
-        headers=tuple(stored_headers),
-        blob="",
-        size=0,
-        stored_at=freshness.stored_at,
-        initial_age_s=freshness.initial_age_s,
-        lifetime_s=freshness.lifetime_s,
-        stale_while_revalidate_s=freshness.stale_while_revalidate_s,
-        stale_if_error_s=freshness.stale_if_error_s,
-        must_revalidate=freshness.must_revalidate,
-        no_cache=freshness.no_cache,
+    manifest = manifests.new_manifest(
+        plan.key,
+        head.status,
+        tuple(stored_headers),
+        freshness,
         etag=resp.headers.get("ETag"),
         last_modified=resp.headers.get("Last-Modified"),
         tags=tuple(dict.fromkeys(tags)),

@@ -23,7 +23,7 @@ from multidict import CIMultiDict
 from weaver.cache import freshness as fresh
 from weaver.cache.freshness import CacheState, Freshness
 from weaver.cache.keys import cache_key, key_prefix, parse_vary, request_vary_values
-from weaver.cache.manifest import Manifest
+from weaver.cache.manifest import Manifest, freshness_of
 from weaver.cache.store import Entry
 from weaver.config.schema import IncludeMode, OriginConfig, RouteConfig
 from weaver.proxy.conductor import fetch_suspense
@@ -273,15 +273,7 @@ def _suspense_fetch(
 
 
 def _freshness(manifest: Manifest) -> Freshness:
-    return Freshness(
-        stored_at=manifest.stored_at,
-        initial_age_s=manifest.initial_age_s,
-        lifetime_s=manifest.lifetime_s,
-        stale_while_revalidate_s=manifest.stale_while_revalidate_s,
-        stale_if_error_s=manifest.stale_if_error_s,
-        must_revalidate=manifest.must_revalidate,
-        no_cache=manifest.no_cache,
-    )
+    return freshness_of(manifest)
 
 
 def _variant_matches(request: web.Request, route: RouteConfig, manifest: Manifest) -> bool:

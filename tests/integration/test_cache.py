@@ -13,6 +13,7 @@ from multidict import CIMultiDictProxy
 
 from tests.integration.harness import TOKEN, Recorder, html, weaver_stack
 from tests.servers import Handler
+from weaver.cache.keys import key_path
 from weaver.cache.store import Store
 
 
@@ -171,7 +172,64 @@ async def test_fifty_visitors_share_one_entry_and_identical_bytes() -> None:
             headers = {"Cookie": f"sid={i}", "User-Agent": f"agent {i}", "X-Trace": str(i)}
             bodies.add((await fetch(c, stack.url + "/", headers))[1])
         assert bodies == {b"pf"}
-        assert len(await stored_keys(stack.cache_dir)) == 1
+        # One entry for the page and one for its fragment, whoever asked.
+        paths = sorted(key_path(k) for k in await stored_keys(stack.cache_dir))
+        assert paths == ["/", "/f"]
+
+
+async def test_fragments_are_cached_under_their_own_keys() -> None:
+    hits: Counter[str] = Counter()
+    routes = {
+        # The shell may not be stored, the fragment may: pages re-weave from it.
+        "/a": counted(hits, 'A<esi:include src="/price"/>', "no-store"),
+        "/b": counted(hits, 'B<esi:include src="/price"/>', "no-store"),
+        "/price": counted(hits, "$1", "max-age=60"),
+    }
+    async with asyncio.timeout(10), weaver_stack(routes) as stack, aiohttp.ClientSession() as c:
+        assert (await fetch(c, stack.url + "/a"))[1] == b"A$1"
+        assert (await fetch(c, stack.url + "/b"))[1] == b"B$1"
+        assert (await fetch(c, stack.url + "/a"))[1] == b"A$1"
+    assert hits == Counter({"/a": 2, "/b": 1, "/price": 1})
+
+
+async def test_a_page_lives_no_longer_than_its_shortest_fragment() -> None:
+    hits: Counter[str] = Counter()
+    routes = {
+        "/": counted(hits, 'p<esi:include src="/f"/>', "max-age=600"),
+        "/f": counted(hits, "f{n}", "max-age=1"),
+    }
+    async with asyncio.timeout(10), weaver_stack(routes) as stack, aiohttp.ClientSession() as c:
+        assert (await fetch(c, stack.url + "/"))[2]["X-Weaver-Cache"] == "MISS"
+        assert (await fetch(c, stack.url + "/"))[2]["X-Weaver-Cache"] == "HIT"
+        await asyncio.sleep(1.2)
+        _, body, headers = await fetch(c, stack.url + "/")
+    assert (headers["X-Weaver-Cache"], body) == ("MISS", b"pf2")
+
+
+async def test_a_stale_plain_page_is_revalidated_with_its_validators() -> None:
+    seen: list[str | None] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("If-None-Match"))
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"Cache-Control": "max-age=60", "ETag": '"v1"'})
+        return web.Response(
+            body=b"data",
+            content_type="application/json",
+            headers={"Cache-Control": "max-age=1", "ETag": '"v1"'},
+        )
+
+    async with (
+        asyncio.timeout(10),
+        weaver_stack({"/d": page}) as stack,
+        aiohttp.ClientSession() as c,
+    ):
+        await fetch(c, stack.url + "/d")
+        await asyncio.sleep(1.2)
+        status, body, headers = await fetch(c, stack.url + "/d")
+        assert (status, body, headers["X-Weaver-Cache"]) == (200, b"data", "REVALIDATED")
+        assert (await fetch(c, stack.url + "/d"))[2]["X-Weaver-Cache"] == "HIT"  # 60 s now
+    assert seen == [None, '"v1"']
 
 
 async def test_a_private_page_is_never_shared() -> None:
@@ -218,7 +276,8 @@ async def test_purge_by_tag_needs_the_token_and_purges_pages_holding_the_fragmen
             json={"tags": ["price"]},
             headers={"Authorization": f"Bearer {TOKEN}"},
         ) as resp:
-            assert (resp.status, await resp.json()) == (200, {"purged": 1})
+            # the fragment's own entry and the page holding it; not /b
+            assert (resp.status, await resp.json()) == (200, {"purged": 2})
         assert (await fetch(c, stack.url + "/a"))[2]["X-Weaver-Cache"] == "MISS"
         assert (await fetch(c, stack.url + "/b"))[2]["X-Weaver-Cache"] == "HIT"
 
