@@ -145,8 +145,13 @@ def storable(
     response_headers: Mapping[str, str],
     route_allows_private: bool,
     route_ttl_s: float | None,
+    allow_set_cookie: bool = False,
 ) -> str | None:
-    """None if a shared cache may store the response (RFC 9111 §3), else the reason."""
+    """None if a shared cache may store the response (RFC 9111 §3), else the reason.
+
+    ``allow_set_cookie``: the route opted in to storing responses that set cookies; the
+    Set-Cookie itself is never stored (see :func:`filter_stored_headers`).
+    """
     if method.upper() not in ("GET", "HEAD"):
         return f"method {method.upper()}"
     if status < 200:
@@ -157,7 +162,9 @@ def storable(
         return "no-store"
     if "private" in cc and not route_allows_private:
         return "private"
-    if _get(response_headers, "Set-Cookie") is not None and not route_allows_private:
+    if _get(response_headers, "Set-Cookie") is not None and not (
+        route_allows_private or allow_set_cookie
+    ):
         return "set-cookie"
     if _get(request_headers, "Authorization") is not None and not route_allows_private:
         # §3.5: only with an explicit permission for shared caches.

@@ -344,7 +344,8 @@ class Store:
             if body is not None:
                 db.set(blob_key, body)
             else:
-                assert path is not None
+                if path is None:
+                    raise StoreError(f"{manifest.key}: blob {manifest.blob} is not stored")
                 with open(path, "rb") as handle:
                     db.set(blob_key, handle, read=True)
         with db.transact():
@@ -453,3 +454,10 @@ class Store:
         hot = self._memory.pop(key, None)
         if hot is not None:
             self._memory_bytes -= len(hot[1])
+
+    async def alias(self, manifest: Manifest) -> None:
+        """Store ``manifest`` under its own key, naming a blob that is stored already (one
+        variant of a response under its secondary key, RFC 9111 §4.1)."""
+        await asyncio.to_thread(self._commit_sync, manifest, None, None)
+        self._known.add(manifest.key)
+        self._forget(manifest.key)

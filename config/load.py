@@ -8,6 +8,7 @@ pass.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -178,12 +179,41 @@ def _load_server(r: _Reader) -> ServerConfig:
         fragment_buffer_bytes=r.parsed("fragment_buffer", parse_size, d.fragment_buffer_bytes),
         connect_timeout_s=r.parsed("connect_timeout", parse_duration, d.connect_timeout_s),
         read_timeout_s=r.parsed("read_timeout", parse_duration, d.read_timeout_s),
+        trusted_proxies=_networks(r, "trusted_proxies"),
+        max_includes=r.get("max_includes", int, d.max_includes),
+        max_fragment_requests=r.get("max_fragment_requests", int, d.max_fragment_requests),
+        header_timeout_s=r.parsed("header_timeout", parse_duration, d.header_timeout_s),
+        keepalive_timeout_s=r.parsed("keepalive_timeout", parse_duration, d.keepalive_timeout_s),
+        max_request_line_bytes=r.parsed("max_request_line", parse_size, d.max_request_line_bytes),
+        max_header_bytes=r.parsed("max_header", parse_size, d.max_header_bytes),
+        drain_timeout_s=r.parsed("drain_timeout", parse_duration, d.drain_timeout_s),
     )
-    if server.workers < 1:
-        r.problem("workers", f"must be at least 1; got {server.workers}")
+    if server.workers != 1:
+        # Not built yet: refusing beats accepting a key that does nothing.
+        r.problem(
+            "workers",
+            f"must be 1; got {server.workers} (several worker processes are not supported "
+            "yet: run several weaver serve processes behind a load balancer)",
+        )
+    for key, value in (
+        ("max_includes", server.max_includes),
+        ("max_fragment_requests", server.max_fragment_requests),
+    ):
+        if not 1 <= value <= 100_000:
+            r.problem(key, f"must be 1..100000; got {value}")
     if not 0 <= server.max_include_depth <= 16:
         r.problem("max_include_depth", f"must be 0..16; got {server.max_include_depth}")
     return server
+
+
+def _networks(r: _Reader, key: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for index, text in enumerate(r.strings(key)):
+        try:
+            out.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+        except ValueError:
+            r.problem(f"{key}[{index}]", f'"{text}" is not an IP address or network')
+    return tuple(out)
 
 
 def _load_session(r: _Reader, env: Mapping[str, str]) -> SessionConfig:
@@ -222,6 +252,7 @@ def _load_origin(r: _Reader) -> OriginConfig:
         port=port,
         events=r.get("events", str, ""),
         allow_hosts=tuple(allow),
+        preserve_host=r.get("preserve_host", bool, False),
     )
 
 
@@ -262,6 +293,8 @@ def _load_route(r: _Reader, problems: list[ConfigProblem]) -> RouteConfig:
         vary=tuple(h.lower() for h in r.strings("vary")),
         tags=r.strings("tags"),
         includes=tuple(rules),
+        shared=r.get("shared", bool, d.shared),
+        store_set_cookie=r.get("store_set_cookie", bool, d.store_set_cookie),
     )
 
 
@@ -295,8 +328,11 @@ def build_config(
         memory_size_bytes=cache_r.parsed("memory_size", parse_size, cache_d.memory_size_bytes),
     )
     bus = BusConfig(url=bus_r.get("url", str, bus_d.url))
-    if not bus.url.startswith(("memory://", "redis://", "rediss://")):
-        bus_r.problem("url", f'"{bus.url}" is not a bus URL (try "memory://" or "redis://…")')
+    if bus.url.startswith(("redis://", "rediss://")):
+        # Not built yet: refusing beats accepting a key that does nothing.
+        bus_r.problem("url", f'"{bus.url}": the Redis bus is not supported yet; use "memory://"')
+    elif not bus.url.startswith("memory://"):
+        bus_r.problem("url", f'"{bus.url}" is not a bus URL (try "memory://")')
     for reader in (server_r, session_r, cache_r, bus_r):
         reader.finish()
 

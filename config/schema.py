@@ -34,6 +34,21 @@ class ServerConfig:
     fragment_buffer_bytes: int = 256 * 1024
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
+    # Peers (addresses or networks) whose X-Forwarded-For/Forwarded Weaver appends to;
+    # any other peer's are replaced, never trusted.
+    trusted_proxies: tuple[str, ...] = ()
+    # Work one page view may cause: includes found in it (the rest get their fallback)
+    # and fragment requests made for it, nested ones included.
+    max_includes: int = 256
+    max_fragment_requests: int = 512
+    # A client must send a whole request head within this (slowloris); an idle
+    # keep-alive connection is closed after keepalive_timeout.
+    header_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 75.0
+    max_request_line_bytes: int = 8190
+    max_header_bytes: int = 8190  # one header field
+    # After SIGTERM: in-flight requests get this long, then are cancelled and logged.
+    drain_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +80,7 @@ class OriginConfig:
     port: int
     events: str = ""
     allow_hosts: tuple[HostPort, ...] = ()
+    preserve_host: bool = False  # send the visitor's Host instead of the origin's
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +105,11 @@ class RouteConfig:
     vary: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     includes: tuple[IncludeRule, ...] = ()
+    # True: one paint for everyone, fetched with the canonical request built from the
+    # cache key alone (DESIGN.md, "Request headers and credentials").
+    shared: bool = False
+    # True: a response with Set-Cookie may be stored (without its Set-Cookie).
+    store_set_cookie: bool = False
 
     def rule_for(self, src: str) -> IncludeRule | None:
         """The first include rule whose pattern matches ``src``, if any."""

@@ -14,10 +14,12 @@ marking the cut. Only the shell's own failure fails the page.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,12 +28,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from weaver.cache import freshness as fresh
 from weaver.cache import manifest as manifests
 from weaver.cache.freshness import CacheState
-from weaver.cache.keys import cache_key
+from weaver.cache.keys import cache_key, parse_vary, request_vary_values
 from weaver.cache.manifest import Manifest, freshness_of
 from weaver.cache.store import BlobWriter, Store
 from weaver.config.schema import Config, IncludeMode, OriginConfig, RouteConfig
-from weaver.proxy.errors import FragmentError, OriginError
-from weaver.proxy.includes import IncludePlan, fragment_request_headers, plan_include
+from weaver.proxy.errors import FragmentError, FragmentLimit, OriginError
+from weaver.proxy.includes import IncludePlan, plan_include
 from weaver.proxy.origin import OriginClient, OriginResponse
 from weaver.proxy.scanner import Include, Scanner, Subscribe, Text
 from weaver.proxy.sequencer import Sequencer
@@ -48,6 +50,25 @@ BOOTSTRAP = b'<script type="module" src="/_weaver/client.js"></script>'
 FRAGMENT_START_GRACE_S = 0.002
 
 
+class Outcome(StrEnum):
+    """What became of one include (Server-Timing, logs, and the cache's rules)."""
+
+    PENDING = "pending"
+    OK = "ok"
+    ALT = "alt"  # the include's alt answered instead
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    REFUSED = "refused"  # src not allowed or not a valid URL
+    DEPTH = "depth"  # nested deeper than server.max_include_depth
+    LOOP = "loop"  # the same src on its own ancestor chain
+    LIMIT = "limit"  # past server.max_includes or server.max_fragment_requests
+    SUSPENSE = "suspense"  # left as a placeholder for the session
+
+    @property
+    def is_fallback(self) -> bool:
+        return self not in (Outcome.PENDING, Outcome.OK, Outcome.ALT, Outcome.SUSPENSE)
+
+
 @dataclass(slots=True)
 class FragmentRecord:
     """What happened to one include: for Server-Timing, logs and the cache's rules."""
@@ -56,7 +77,7 @@ class FragmentRecord:
     mode: IncludeMode
     started_s: float
     duration_s: float | None = None
-    outcome: str = "pending"  # ok, alt, timeout, error, refused, depth, suspense
+    outcome: Outcome = Outcome.PENDING
     status: int | None = None
     streamed_bytes: int = 0
     headers: CIMultiDictProxy[str] | None = None
@@ -65,7 +86,7 @@ class FragmentRecord:
 
     @property
     def is_done(self) -> bool:
-        return self.outcome != "pending"
+        return self.outcome is not Outcome.PENDING
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +110,9 @@ class Weave:
     """The weave of one page request: owns its fragment fetches through ``tasks``.
 
     Args:
+        fragment_headers: what every blocking fragment is fetched with (the page's
+            canonical request on a shared route, the visitor's own otherwise), no Host.
+        host_header: the Host sent to the route's own origin (``preserve_host``), if any.
         tasks: the request's TaskGroup; cancelling it (client gone) stops every fetch.
     """
 
@@ -96,19 +120,26 @@ class Weave:
     config: Config
     route: RouteConfig
     origin: OriginConfig
-    visitor_headers: Mapping[str, str]
+    fragment_headers: CIMultiDict[str]
     tasks: asyncio.TaskGroup
+    host_header: str | None = None
     store: Store | None = None  # fragments are cached under their own keys
     fragments: list[FragmentRecord] = field(default_factory=list)
     suspense: list[SuspenseSlot] = field(default_factory=list)
     channels: list[str] = field(default_factory=list)
     has_fallback: bool = False
     primary: asyncio.Future[PrimaryHead] | None = None
+    # Called once the shell's first chunk is scanned (or the shell ended): the response
+    # head may go then. A primary include counts only if it was found by then.
+    on_first_chunk: Callable[[], None] | None = None
     # Set once the response's first bytes are out (or FRAGMENT_START_GRACE_S after a tag):
     # fragment fetches start then, so starting twenty of them does not delay the TTFB.
     is_started: bool = False
+    requests_made: int = 0
     _waiting: list[Coroutine[Any, Any, None]] = field(default_factory=list)
     _go_timer: asyncio.TimerHandle | None = None
+    _is_head_out: bool = False
+    _warned: set[Outcome] = field(default_factory=set)
 
     def start_fragments(self) -> None:
         """Start every fragment fetch waiting, and later ones at once. Idempotent."""
@@ -152,12 +183,19 @@ class Weave:
         the response instead of ending it as if it were whole.
         """
         try:
-            await self.conduct(body, seq, base_url=base_url, path=(), depth=0, record=None)
+            await self.conduct(body, seq, base_url=base_url, path=(), chain=(), record=None)
             seq.push_deferred(self._bootstrap)
         except Exception as exc:
             seq.push(_Raising(exc))
         finally:
+            self._head_may_go()
             seq.end()
+
+    def _head_may_go(self) -> None:
+        if not self._is_head_out:
+            self._is_head_out = True
+            if self.on_first_chunk is not None:
+                self.on_first_chunk()
 
     def _bootstrap(self) -> bytes:
         """The client runtime's script tag, last in a page that has suspense slots or
@@ -172,36 +210,42 @@ class Weave:
         *,
         base_url: str,
         path: tuple[int, ...],
-        depth: int,
+        chain: tuple[str, ...],
         record: FragmentRecord | None,
     ) -> None:
-        """Scan ``body`` and push its text, fragments and placeholders onto ``seq``."""
+        """Scan ``body`` and push its text, fragments and placeholders onto ``seq``.
+
+        A chunk's events are all pushed before the consumer is waited for (one drain per
+        chunk), so the head never waits on a buffer that only the head's sender empties.
+        """
         scanner = Scanner()
         async for chunk in body:
             for event in scanner.feed(chunk):
-                await self._on_event(event, seq, base_url, path, depth, record)
+                self._on_event(event, seq, base_url, path, chain, record)
+            if record is None:
+                self._head_may_go()
+            await seq.drain()
         for event in scanner.close():
-            await self._on_event(event, seq, base_url, path, depth, record)
+            self._on_event(event, seq, base_url, path, chain, record)
 
-    async def _on_event(
+    def _on_event(
         self,
         event: Text | Include | Subscribe,
         seq: Sequencer,
         base_url: str,
         path: tuple[int, ...],
-        depth: int,
+        chain: tuple[str, ...],
         record: FragmentRecord | None,
     ) -> None:
         if isinstance(event, Text):
             if record is not None:
                 record.streamed_bytes += len(event.data)
             seq.push_bytes(event.data)
-            await seq.drain()
         elif isinstance(event, Subscribe):
             if event.channel not in self.channels:
                 self.channels.append(event.channel)
         else:
-            self._on_include(event, seq, base_url, path, depth, record)
+            self._on_include(event, seq, base_url, path, chain)
 
     def _on_include(
         self,
@@ -209,8 +253,7 @@ class Weave:
         seq: Sequencer,
         base_url: str,
         path: tuple[int, ...],
-        depth: int,
-        parent: FragmentRecord | None,
+        chain: tuple[str, ...],
     ) -> None:
         plan = plan_include(
             include, base_url=base_url, route=self.route, origin=self.origin, config=self.config
@@ -219,8 +262,13 @@ class Weave:
         record = FragmentRecord(plan.src, plan.mode, loop.time())
         self.fragments.append(record)
         position = (*path, include.index)
+        depth = len(chain)
+        server = self.config.server
 
-        def fallback(outcome: str) -> None:
+        def fallback(outcome: Outcome, why: str) -> None:
+            if outcome not in self._warned:  # once per page: a page of 10,000 is one line
+                self._warned.add(outcome)
+                log.warning("include %s not fetched (%s): %s", plan.src, outcome, why)
             self.has_fallback = True
             record.outcome = outcome
             record.duration_s = 0.0
@@ -229,81 +277,76 @@ class Weave:
                 text += plan.fallback
             seq.push_bytes(text)
 
-        if plan.refused is not None:
-            log.warning("include %s refused: %s", plan.src, plan.refused)
-            fallback("refused")
+        if len(self.fragments) > server.max_includes:
+            fallback(Outcome.LIMIT, f"more than server.max_includes = {server.max_includes}")
+        elif plan.refused is not None:
+            fallback(Outcome.REFUSED, plan.refused)
         elif plan.mode is IncludeMode.SUSPENSE:
             slot = slot_id(position, plan.src)
-            record.outcome = "suspense"
+            record.outcome = Outcome.SUSPENSE
             record.duration_s = 0.0
             self.suspense.append(SuspenseSlot(slot, plan))
             seq.push_bytes(placeholder(slot, plan.fallback, plan.src))
-        elif depth >= self.config.server.max_include_depth:
-            log.warning("include %s not fetched: depth limit %d reached", plan.src, depth)
-            fallback("depth")
+        elif depth >= server.max_include_depth:
+            fallback(Outcome.DEPTH, f"server.max_include_depth = {depth} reached")
+        elif plan.url in chain:
+            fallback(Outcome.LOOP, "it includes itself")
         else:
-            if plan.is_primary and self.primary is None and depth == 0:
+            is_primary = plan.is_primary and depth == 0 and not self._is_head_out
+            if is_primary and self.primary is None:
                 self.primary = loop.create_future()
             inner = self.sequencer()
             seq.push(inner)
             # The primary decides the head, so it never waits for the head to go out.
-            is_urgent = plan.is_primary and depth == 0
             self._start(
-                self._fragment(plan, inner, position, depth + 1, record), is_urgent=is_urgent
+                self._fragment(plan, inner, position, (*chain, plan.url), record, is_primary),
+                is_urgent=is_primary,
             )
+
+    def _count_request(self, plan: IncludePlan) -> None:
+        limit = self.config.server.max_fragment_requests
+        self.requests_made += 1
+        if self.requests_made > limit:
+            raise FragmentLimit(plan.src, f"more than server.max_fragment_requests = {limit}")
 
     async def _fragment(
         self,
         plan: IncludePlan,
         inner: Sequencer,
         path: tuple[int, ...],
-        depth: int,
+        chain: tuple[str, ...],
         record: FragmentRecord,
+        is_primary: bool,
     ) -> None:
         """Fetch one blocking fragment into ``inner``; never raises but CancelledError."""
         loop = asyncio.get_running_loop()
-        is_primary = plan.is_primary and depth == 1
-        reason: str | None = None
+        outcome: Outcome = Outcome.OK
         try:
-            await self._fetch_into(
-                plan.url,
-                plan,
-                inner,
-                path,
-                depth,
-                record,
-                loop.time() + plan.timeout_s,
-                is_primary=is_primary,
-            )
-            record.outcome = "ok"
+            await self._fetch_into(plan.url, inner, path, chain, record, plan, is_primary)
         except TimeoutError:
-            reason = "timeout"
+            outcome = Outcome.TIMEOUT
+        except FragmentLimit as exc:
+            if Outcome.LIMIT not in self._warned:
+                self._warned.add(Outcome.LIMIT)
+                log.warning("fragment %s not fetched: %s", plan.src, exc.reason)
+            outcome = Outcome.LIMIT
         except (OriginError, FragmentError) as exc:
             log.info("fragment %s failed: %s", plan.src, exc)
-            reason = "error"
+            outcome = Outcome.ERROR
         except Exception:
             log.exception("fragment %s failed unexpectedly", plan.src)
-            reason = "error"
+            outcome = Outcome.ERROR
         try:
-            if reason == "error" and plan.alt_url and record.streamed_bytes == 0:
+            if outcome is Outcome.ERROR and plan.alt_url and record.streamed_bytes == 0:
                 try:
-                    await self._fetch_into(
-                        plan.alt_url,
-                        plan,
-                        inner,
-                        path,
-                        depth,
-                        record,
-                        loop.time() + plan.timeout_s,
-                        is_primary=False,
-                    )
-                    record.outcome, reason = "alt", None
+                    await self._fetch_into(plan.alt_url, inner, path, chain, record, plan, False)
+                    outcome = Outcome.ALT
                 except (TimeoutError, OriginError, FragmentError) as exc:
                     log.info("fragment %s alt %s failed: %s", plan.src, plan.alt_url, exc)
-            if reason is not None:
+            record.outcome = outcome
+            if outcome.is_fallback:
                 self.has_fallback = True
-                record.outcome = reason
-                marker = cut_marker(plan.src, reason)
+                marker = cut_marker(plan.src, outcome)
                 if record.streamed_bytes or plan.continue_on_error:
                     inner.push_bytes(marker)
                 else:
@@ -314,31 +357,41 @@ class Weave:
             record.duration_s = loop.time() - record.started_s
             inner.end()
 
+    def _headers_for(self, url: str) -> CIMultiDict[str]:
+        headers = CIMultiDict(self.fragment_headers)
+        parts = urlsplit(url)
+        if self.host_header is not None and (parts.scheme, parts.hostname, parts.port) == (
+            self.origin.scheme,
+            self.origin.host,
+            self.origin.port,
+        ):
+            headers["Host"] = self.host_header
+        return headers
+
     async def _fetch_into(
         self,
         url: str,
-        plan: IncludePlan,
         inner: Sequencer,
         path: tuple[int, ...],
-        depth: int,
+        chain: tuple[str, ...],
         record: FragmentRecord,
-        deadline: float,
-        *,
+        plan: IncludePlan,
         is_primary: bool,
     ) -> None:
-        headers = CIMultiDict(fragment_request_headers(self.visitor_headers, self.route.vary))
-        key = fragment_key(url, headers)
-        headers["Accept-Encoding"] = "identity"
+        deadline = asyncio.get_running_loop().time() + plan.timeout_s
+        headers = self._headers_for(url)
+        key = fragment_key(url, headers, self.route.vary)
         if self.store is not None:
             entry = await self.store.get(key)
-            if entry is not None and _is_fresh(entry.manifest):
+            if entry is not None and _is_fresh(entry.manifest, headers):
                 stored = CIMultiDictProxy(CIMultiDict(entry.manifest.headers))
                 self._on_status(plan, record, entry.manifest.status, stored, is_primary)
                 freshness = freshness_of(entry.manifest)
                 record.ttl_left_s = freshness.lifetime_s - freshness.age(time.time())
                 record.is_cached = True
-                await self._stream(entry.body(), stored, url, inner, path, depth, record)
+                await self._stream(entry.body(), stored, url, inner, path, chain, record)
                 return
+        self._count_request(plan)
         async with self.client.request("GET", url, headers=headers, deadline=deadline) as resp:
             request_time = time.time()
             self._on_status(plan, record, resp.status, resp.headers, is_primary)
@@ -351,7 +404,7 @@ class Weave:
                     url,
                     inner,
                     path,
-                    depth,
+                    chain,
                     record,
                 )
             except BaseException:
@@ -376,6 +429,7 @@ class Weave:
                         tags=fresh.tags_from_headers(resp.headers),
                         etag=resp.headers.get("ETag"),
                         last_modified=resp.headers.get("Last-Modified"),
+                        variant=variant_of(headers, resp.headers.get("Vary")),
                     )
                 )
 
@@ -409,6 +463,7 @@ class Weave:
             response_headers=resp.headers,
             route_allows_private=False,
             route_ttl_s=self.route.ttl_s,
+            allow_set_cookie=self.route.store_set_cookie,
         )
         return await self.store.begin(key) if reason is None else None
 
@@ -419,13 +474,13 @@ class Weave:
         url: str,
         inner: Sequencer,
         path: tuple[int, ...],
-        depth: int,
+        chain: tuple[str, ...],
         record: FragmentRecord,
     ) -> None:
         """A fragment's body into ``inner``: scanned (nested includes) when it is HTML."""
         content_type = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if content_type in ("text/html", "application/xhtml+xml"):
-            await self.conduct(body, inner, base_url=url, path=path, depth=depth, record=record)
+            await self.conduct(body, inner, base_url=url, path=path, chain=chain, record=record)
             return
         async for chunk in body:
             record.streamed_bytes += len(chunk)
@@ -433,15 +488,32 @@ class Weave:
             await inner.drain()
 
 
-def fragment_key(url: str, sent: Mapping[str, str]) -> str:
-    """A fragment's cache key: its URL and the (vary) headers it was fetched with."""
+def fragment_key(url: str, sent: Mapping[str, str], vary: tuple[str, ...]) -> str:
+    """A fragment's cache key: its URL and the route's vary headers as sent."""
     parts = urlsplit(url)
-    vary = sorted((name.lower(), value) for name, value in sent.items())
-    return cache_key("GET", parts.netloc, parts.path, parts.query, vary)
+    values = request_vary_values(vary, (), sent)
+    return cache_key("GET", parts.netloc, parts.path, parts.query, values)
 
 
-def _is_fresh(manifest: Manifest) -> bool:
+def variant_of(sent: Mapping[str, str], vary_header: str | None) -> str:
+    """The values the origin's Vary names had in the request Weaver *sent* (RFC 9111
+    §4.1), hashed: a stored entry serves only requests that agree on them, and a
+    manifest on disk never holds a visitor's cookie or credentials in clear."""
+    names = parse_vary(vary_header) or ()
+    if not names:
+        return ""
+    lowered: dict[str, list[str]] = {}
+    for name, value in sent.items():
+        lowered.setdefault(name.lower(), []).append(" ".join(value.split()))
+    text = "\n".join(f"{n}={','.join(lowered.get(n, []))}" for n in sorted(set(names)))
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _is_fresh(manifest: Manifest, sent: Mapping[str, str]) -> bool:
     if manifest.is_soft_purged:
+        return False
+    vary = CIMultiDict(manifest.headers).get("Vary")
+    if vary and (parse_vary(vary) is None or variant_of(sent, vary) != manifest.variant):
         return False
     return freshness_of(manifest).state(time.time()) is CacheState.FRESH
 
@@ -453,25 +525,15 @@ async def _tee(body: AsyncIterator[bytes], writer: BlobWriter) -> AsyncIterator[
 
 
 async def fetch_suspense(
-    client: OriginClient,
-    plan: IncludePlan,
-    *,
-    visitor_headers: Mapping[str, str],
-    vary: tuple[str, ...],
+    client: OriginClient, plan: IncludePlan, *, headers: CIMultiDict[str]
 ) -> str:
-    """Fetch a suspense fragment for one visitor, with their cookies and credentials.
+    """Fetch a suspense fragment for one visitor, with their own headers (``headers``).
 
     Raises:
         TimeoutError: the fragment took longer than its timeout.
         FragmentError: it answered an error status or more than MAX_SUSPENSE_BYTES.
         OriginError: it could not be reached.
     """
-    headers = CIMultiDict(fragment_request_headers(visitor_headers, vary))
-    for name in ("Cookie", "Authorization"):
-        value = visitor_headers.get(name) or visitor_headers.get(name.lower())
-        if value:
-            headers[name] = value
-    headers["Accept-Encoding"] = "identity"
     deadline = asyncio.get_running_loop().time() + plan.timeout_s
     async with client.request("GET", plan.url, headers=headers, deadline=deadline) as resp:
         if not 200 <= resp.status < 300:

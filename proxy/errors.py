@@ -34,3 +34,7 @@ class FragmentError(WeaverError):
 
 class SequencerClosed(ProxyError):
     """Something was pushed onto a sequencer after it was ended or closed (a bug)."""
+
+
+class FragmentLimit(FragmentError):
+    """A page view reached ``server.max_fragment_requests``: the rest get their fallback."""

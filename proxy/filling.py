@@ -12,27 +12,27 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
 
 from weaver.cache import freshness as fresh
 from weaver.cache import manifest as manifests
-from weaver.cache.keys import parse_vary
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import BlobWriter
 from weaver.config.schema import OriginConfig, RouteConfig
-from weaver.proxy.conductor import FragmentRecord, PrimaryHead, Weave
+from weaver.proxy.conductor import FragmentRecord, Outcome, PrimaryHead, Weave, variant_of
 from weaver.proxy.edge import Edge
-from weaver.proxy.origin import OriginResponse, strip_hop_by_hop
+from weaver.proxy.forwarding import strip_hop_by_hop
+from weaver.proxy.origin import OriginResponse
 from weaver.proxy.paint import Fill, Head
 
 log = logging.getLogger(__name__)
 
-# The response headers wait for the shell to be scanned to its end or this far, so that a
-# primary fragment found in it can decide the status. Most shells are far smaller.
-HEADER_HOLD_BYTES = 64 * 1024
+# Server-Timing stays below this; the access log has every entry.
+MAX_TIMING_BYTES = 2048
+
+access_log = logging.getLogger("weaver.access")
 
 # Headers of the shell that do not describe the woven body.
 _SHELL_HEADERS_DROPPED = ("Content-Length", "Content-Encoding", "ETag", "Content-MD5")
@@ -44,9 +44,10 @@ class FillPlan:
 
     Args:
         key: the store key; "" when the response must not be stored or shared.
-        variant: ``key`` extended with the values of the origin's Vary headers, so a
-            stored entry is reused only for requests that agree on them.
-        vary_headers: the visitor's headers the route varies on; all fragments get.
+        headers: the shell request as Weaver sends it: the page's canonical request on a
+            shared route, the visitor's own otherwise (DESIGN.md, "Request headers").
+        fragment_headers: what the blocking fragments are fetched with (no Host).
+        host_header: the Host to send to the route's origin (``preserve_host``), if any.
         stale: a stored entry this fill revalidates (conditional request) or replaces.
     """
 
@@ -54,11 +55,16 @@ class FillPlan:
     method: str
     url: str
     headers: CIMultiDict[str]
-    vary_headers: dict[str, str]
+    fragment_headers: CIMultiDict[str]
     route: RouteConfig
     origin: OriginConfig
-    request_headers: dict[str, str]
+    host_header: str | None = None
     stale: Manifest | None = None
+
+
+def variant_key(key: str, variant: str) -> str:
+    """Where one variant of ``key`` is stored (RFC 9111 §4.1's secondary key)."""
+    return f"{key}|variant={variant}"
 
 
 async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
@@ -66,6 +72,8 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
     request_time = time.time()
     started = time.perf_counter()
     headers = CIMultiDict(plan.headers)
+    if plan.host_header is not None:
+        headers["Host"] = plan.host_header
     if plan.stale is not None and not plan.stale.fragments:
         headers.update(fresh.conditional_headers(dict(plan.stale.headers)))
     async with edge.client.request(plan.method, plan.url, headers=headers) as resp:
@@ -81,13 +89,13 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
             else:
                 weave = None
                 head_headers = strip_hop_by_hop(resp.headers)
-                fill.set_head(Head(resp.status, head_headers, is_shareable=reason is None))
+                fill.set_head(_head(plan, resp.status, head_headers, reason))
                 async for chunk in resp.chunks():
                     if writer is not None:
                         await writer.write(chunk)
                     await fill.feed(chunk)
             if writer is not None:
-                await _commit(fill, writer, plan, resp, weave, request_time, response_time)
+                await _commit(fill, edge, writer, plan, resp, weave, request_time, response_time)
                 writer = None
             elif reason is not None:
                 log.debug("%s not stored: %s", plan.url, reason)
@@ -99,15 +107,24 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
 def _unstorable(plan: FillPlan, resp: OriginResponse) -> str | None:
     if not plan.key:
         return "not cacheable"
-    reason = fresh.storable(
+    return fresh.storable(
         method="GET",
         status=resp.status,
-        request_headers=plan.request_headers,
+        request_headers=plan.headers,
         response_headers=resp.headers,
         route_allows_private=False,
         route_ttl_s=plan.route.ttl_s,
+        allow_set_cookie=plan.route.store_set_cookie,
     )
-    return reason
+
+
+def _head(plan: FillPlan, status: int, headers: CIMultiDict[str], reason: str | None) -> Head:
+    return Head(
+        status,
+        headers,
+        is_shareable=reason is None,
+        variant=variant_of(plan.headers, headers.get("Vary")),
+    )
 
 
 async def _weave(
@@ -127,7 +144,8 @@ async def _weave(
             config=edge.config,
             route=plan.route,
             origin=plan.origin,
-            visitor_headers=plan.vary_headers,
+            fragment_headers=plan.fragment_headers,
+            host_header=plan.host_header,
             tasks=tasks,
         )
         try:
@@ -135,11 +153,11 @@ async def _weave(
         finally:
             weave.close()
     fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
-    log.info(
+    access_log.info(
         "woven %s status=%d %s",
         plan.url,
         fill.head.result().status,
-        server_timing(shell_s, weave.fragments),
+        server_timing(shell_s, weave.fragments, max_bytes=None),
     )
     return weave
 
@@ -155,11 +173,10 @@ async def _weave_into(
 ) -> None:
     """Conduct the shell onto a sequencer; feed its output to the fill and the writer."""
     seq = weave.sequencer()
-    held = asyncio.Event()
-    weave.tasks.create_task(
-        weave.conduct_page(_hold_until_scanned(resp.chunks(), held), seq, base_url=resp.url)
-    )
-    await held.wait()
+    scanned = asyncio.Event()  # the shell's first chunk is scanned: the head may go
+    weave.on_first_chunk = scanned.set
+    weave.tasks.create_task(weave.conduct_page(resp.chunks(), seq, base_url=resp.url))
+    await scanned.wait()
     status = resp.status
     headers = strip_hop_by_hop(resp.headers)
     for name in _SHELL_HEADERS_DROPPED:
@@ -175,7 +192,7 @@ async def _weave_into(
     headers["Server-Timing"] = server_timing(shell_s, weave.fragments)
     fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
     fill.channels = weave.channels
-    fill.set_head(Head(status, headers, is_shareable=reason is None))
+    fill.set_head(_head(plan, status, headers, reason))
     first = seq.take_ready()
     if first:
         if writer is not None:
@@ -192,6 +209,7 @@ async def _weave_into(
 
 async def _commit(
     fill: Fill,
+    edge: Edge,
     writer: BlobWriter,
     plan: FillPlan,
     resp: OriginResponse,
@@ -219,7 +237,7 @@ async def _commit(
                 log.info("%s not stored: fragment %s %s", plan.url, record.src, problem)
                 writer.abort()
                 return
-            assert record.headers is not None or record.outcome == "suspense"
+            assert record.headers is not None or record.outcome is Outcome.SUSPENSE
             if record.headers is None:
                 continue
             if record.ttl_left_s is not None:  # what is left of the fragment's lifetime
@@ -244,27 +262,19 @@ async def _commit(
         slots=tuple(fill.slots),
         channels=tuple(fill.channels),
         fragments=tuple(fragments),
-        variant=variant_of(plan.headers, resp.headers.get("Vary")),
+        variant=head.variant,
     )
-    await writer.commit(manifest)
-
-
-def variant_of(sent: Mapping[str, str], vary_header: str | None) -> str:
-    """The values the origin's Vary names had in the request Weaver *sent* to the origin.
-
-    Weaver forwards only the route's vary headers (and X-Forwarded-*), so the origin
-    cannot have varied on anything else: a Vary naming a header that was not sent
-    matches every request, one naming X-Forwarded-For matches that client only.
-    """
-    names = parse_vary(vary_header) or ()
-    lowered = {name.lower(): value for name, value in sent.items()}
-    return "|".join(f"{n}={lowered.get(n, '')}" for n in sorted(set(names)))
+    stored = await writer.commit(manifest)
+    if stored is not None and stored.variant and edge.store is not None:
+        await edge.store.alias(
+            manifests.replace(stored, key=variant_key(stored.key, stored.variant))
+        )
 
 
 def _fragment_problem(record: FragmentRecord, plan: FillPlan) -> str | None:
-    if record.outcome == "suspense":
+    if record.outcome is Outcome.SUSPENSE:
         return None
-    if record.outcome not in ("ok", "alt") or record.headers is None:
+    if record.outcome not in (Outcome.OK, Outcome.ALT) or record.headers is None:
         return f"ended {record.outcome}"
     return fresh.storable(
         method="GET",
@@ -273,6 +283,7 @@ def _fragment_problem(record: FragmentRecord, plan: FillPlan) -> str | None:
         response_headers=record.headers,
         route_allows_private=False,
         route_ttl_s=plan.route.ttl_s,
+        allow_set_cookie=plan.route.store_set_cookie,
     )
 
 
@@ -322,16 +333,38 @@ async def _revalidated(
         await fill.feed(chunk)
 
 
-def server_timing(shell_s: float, fragments: list[FragmentRecord]) -> str:
-    """``Server-Timing``: the shell, then one entry per include (name, duration, outcome)."""
+def server_timing(
+    shell_s: float, fragments: list[FragmentRecord], *, max_bytes: int | None = MAX_TIMING_BYTES
+) -> str:
+    """``Server-Timing``: the shell, then one entry per include that has ended (name,
+    duration, outcome); includes still running are left out (the log has them all).
+
+    Values are sanitised (no control characters, quotes escaped, src cut to 100
+    characters) and the header is bounded: past ``max_bytes`` one ``more`` entry says how
+    many were left out, so a page of 2,000 includes cannot make a header clients refuse.
+    """
     entries = [f"shell;dur={shell_s * 1000:.1f}"]
+    size = len(entries[0])
+    left_out = 0
     for index, record in enumerate(fragments):
-        desc = f"{record.src} {record.outcome}".replace("\\", "\\\\").replace('"', '\\"')
-        entry = f'f{index};desc="{desc}"'
+        if not record.is_done:
+            continue
+        entry = f'f{index};desc="{_timing_text(record.src)} {record.outcome}"'
         if record.duration_s is not None:
             entry += f";dur={record.duration_s * 1000:.1f}"
+        if max_bytes is not None and size + len(entry) + 40 > max_bytes:
+            left_out += 1
+            continue
         entries.append(entry)
+        size += len(entry) + 2
+    if left_out:
+        entries.append(f'more;desc="{left_out} more in the log"')
     return ", ".join(entries)
+
+
+def _timing_text(text: str) -> str:
+    printable = "".join(c for c in text[:100] if c.isprintable() and c.isascii())
+    return printable.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def merged_links(shell: OriginResponse, fragments: list[FragmentRecord]) -> list[str]:
@@ -344,18 +377,3 @@ def merged_links(shell: OriginResponse, fragments: list[FragmentRecord]) -> list
             if value not in links:
                 links.append(value)
     return links
-
-
-async def _hold_until_scanned(
-    chunks: AsyncIterator[bytes], held: asyncio.Event
-) -> AsyncIterator[bytes]:
-    """Pass ``chunks`` through; set ``held`` once the shell ended or HEADER_HOLD_BYTES."""
-    seen = 0
-    try:
-        async for chunk in chunks:
-            seen += len(chunk)
-            yield chunk
-            if seen >= HEADER_HOLD_BYTES:
-                held.set()
-    finally:
-        held.set()

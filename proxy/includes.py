@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -22,9 +21,6 @@ from weaver.proxy.scanner import Include
 log = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-# Never forwarded to a shared fetch, even if a route names them in ``vary``.
-_CREDENTIALS = frozenset({"cookie", "authorization", "proxy-authorization"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +122,3 @@ def _resolve(
         if (allowed.host.lower(), allowed.port) == (host, port):
             return url, None
     return "", f"{parts.scheme}://{host}:{port} is not a configured origin or allow_hosts entry"
-
-
-def fragment_request_headers(
-    visitor_headers: Mapping[str, str], vary: tuple[str, ...]
-) -> dict[str, str]:
-    """Only the visitor's headers named in ``vary`` (lowercase names); never credentials."""
-    lowered = {name.lower(): value for name, value in visitor_headers.items()}
-    return {name: lowered[name] for name in vary if name not in _CREDENTIALS and name in lowered}

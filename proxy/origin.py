@@ -23,35 +23,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 
-# RFC 9110 §7.6.1: hop-by-hop headers never cross a proxy.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
-)
-
-
-def strip_hop_by_hop(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Copy ``headers`` without hop-by-hop ones and without any named in ``Connection``."""
-    named: set[str] = set(HOP_BY_HOP)
-    connection = headers.get("Connection")
-    if connection:
-        named.update(token.strip().lower() for token in connection.split(","))
-    out: CIMultiDict[str] = CIMultiDict()
-    items = headers.items()
-    for name, value in items:
-        if name.lower() not in named:
-            out.add(name, value)
-    return out
-
 
 @dataclass(slots=True)
 class OriginResponse:

@@ -26,7 +26,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from multidict import CIMultiDict
@@ -59,7 +59,9 @@ class Head:
     headers: CIMultiDict[str]
     is_shareable: bool  # may be given to other visitors: coalesced now, stored after
     cache_status: str = "MISS"
-    extra: dict[str, object] = field(default_factory=dict)
+    # The leader's values of the response's Vary headers (hashed): a follower that would
+    # have sent other values gets its own fetch (RFC 9111 §4.1).
+    variant: str = ""
 
 
 class Fill:

@@ -12,13 +12,31 @@ import re
 from aiohttp import web
 from multidict import CIMultiDict
 
+from weaver.cache.freshness import parse_cache_control
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import Entry
+
+# Directives a response carrying a visitor's session cookie must not pass downstream.
+_SHARED_ONLY = ("public", "s-maxage")
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 # RFC 9110 §15.4.5: a 304 carries the headers a 200 would have, but none describing a body.
 _NOT_IN_304 = ("Content-Length", "Content-Range", "Content-Encoding", "Transfer-Encoding")
+
+
+def private_downstream(headers: CIMultiDict[str]) -> None:
+    """A response carrying a visitor's session cookie is private to caches downstream of
+    Weaver; what Weaver stored keeps the origin's own cache headers."""
+    directives = parse_cache_control(headers.get("Cache-Control"))
+    kept = [
+        name if value is None else f"{name}={value}"
+        for name, value in directives.items()
+        if name not in _SHARED_ONLY and name != "private"
+    ]
+    headers["Cache-Control"] = ", ".join(["private", *kept])
+    for name in ("CDN-Cache-Control", "Surrogate-Control"):
+        headers.popall(name, None)
 
 
 def etag_of(manifest: Manifest) -> str:
@@ -74,15 +92,20 @@ async def replay(
     cache_status: str,
     age: str,
     set_cookie: str | None = None,
+    server_timing: str | None = None,
 ) -> web.StreamResponse:
     """Answer ``request`` from ``entry``; the body streams from the store, verified.
 
-    ``set_cookie`` is the visitor's session cookie: per response, never stored.
+    ``set_cookie`` is the visitor's session cookie: per response, never stored; the
+    response then says ``private`` to caches downstream.
     """
     manifest = entry.manifest
     headers = replay_headers(manifest, cache_status=cache_status, age=age)
     if set_cookie is not None:
         headers.add("Set-Cookie", set_cookie)
+        private_downstream(headers)
+    if server_timing is not None:
+        headers["Server-Timing"] = server_timing
     etag = headers["ETag"]
     if_none_match = request.headers.get("If-None-Match")
     if manifest.status == 200 and if_none_match is not None and etag_matches(if_none_match, etag):

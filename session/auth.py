@@ -66,3 +66,16 @@ def token_from_cookie_header(cookie_header: str | None) -> str | None:
         return None
     morsel = jar.get(COOKIE)
     return morsel.value if morsel is not None else None
+
+
+def strip_session_cookie(cookie_header: str | None) -> str | None:
+    """``cookie_header`` without Weaver's session cookie; None when nothing is left."""
+    if not cookie_header:
+        return None
+    kept = [
+        part
+        for part in cookie_header.split(";")
+        if part.strip().partition("=")[0].strip() not in (COOKIE, f"__Host-{COOKIE}")
+    ]
+    text = ";".join(kept).strip()
+    return text or None

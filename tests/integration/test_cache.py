@@ -242,14 +242,50 @@ async def test_a_private_page_is_never_shared() -> None:
     assert second[2]["X-Weaver-Cache"] == "BYPASS"
 
 
-async def test_vary_keeps_variants_apart() -> None:
+def _greeting(seen: list[str]) -> Handler:
     async def greeting(request: web.Request) -> web.Response:
         lang = request.headers.get("Accept-Language", "none")
         agent = request.headers.get("User-Agent", "none")
+        seen.append(f"{lang} {agent}")
         headers = {"Cache-Control": "max-age=60", "Vary": "Accept-Language, User-Agent"}
         return html(f"hello {lang} {agent}", **headers)
 
-    stack_cm = weaver_stack({"/": greeting}, vary=["Accept-Language"])
+    return greeting
+
+
+async def test_vary_on_forwarded_headers_keeps_each_variant_apart() -> None:
+    seen: list[str] = []
+    async with (
+        asyncio.timeout(10),
+        weaver_stack({"/": _greeting(seen)}) as stack,
+        aiohttp.ClientSession() as c,
+    ):
+        for round_ in range(2):
+            for lang in ("en", "fr"):
+                for agent in ("a", "b"):
+                    headers = {"Accept-Language": lang, "User-Agent": agent}
+                    _, body, got = await fetch(c, stack.url + "/", headers)
+                    # Both headers reach the origin, which varies on both: four variants.
+                    assert body == f"hello {lang} {agent}".encode()
+                    assert got["X-Weaver-Cache"] == ("MISS" if round_ == 0 else "HIT")
+    assert sorted(seen) == ["en a", "en b", "fr a", "fr b"]
+
+
+async def test_vary_star_is_never_reused() -> None:
+    calls: list[int] = []
+
+    async def star(request: web.Request) -> web.Response:
+        calls.append(1)
+        return html(f"n{len(calls)}", **{"Cache-Control": "max-age=60", "Vary": "*"})
+
+    async with asyncio.timeout(10), weaver_stack({"/": star}) as stack, aiohttp.ClientSession() as c:
+        bodies = [(await fetch(c, stack.url + "/"))[1] for _ in range(3)]
+    assert bodies == [b"n1", b"n2", b"n3"]
+
+
+async def test_a_shared_route_sends_only_its_vary_headers_so_other_varies_match_all() -> None:
+    seen: list[str] = []
+    stack_cm = weaver_stack({"/": _greeting(seen)}, vary=["Accept-Language"], shared=True)
     async with asyncio.timeout(10), stack_cm as stack, aiohttp.ClientSession() as c:
         for round_ in range(2):
             for lang in ("en", "fr"):
@@ -258,6 +294,7 @@ async def test_vary_keeps_variants_apart() -> None:
                 # User-Agent is not a route vary header: never sent, so never varied on.
                 assert body == f"hello {lang} none".encode()
                 assert got["X-Weaver-Cache"] == ("MISS" if round_ == 0 else "HIT")
+    assert seen == ["en none", "fr none"]
 
 
 async def test_purge_by_tag_needs_the_token_and_purges_pages_holding_the_fragment() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from weaver.config.load import build_config
 from weaver.config.schema import Config, IncludeMode
-from weaver.proxy.includes import IncludePlan, fragment_request_headers, plan_include
+from weaver.proxy.includes import IncludePlan, plan_include
 from weaver.proxy.scanner import Include, Scanner
 from weaver.proxy.slots import cut_marker, placeholder, slot_id
 
@@ -120,19 +120,6 @@ def test_flags_and_fallback() -> None:
     got = plan(b'<weaver-include src="/p" primary onerror="continue">fb</weaver-include>')
     assert (got.is_primary, got.continue_on_error, got.fallback) == (True, True, b"fb")
     assert not plan(b'<weaver-include src="/p" primary="false"/>').is_primary
-
-
-def test_fragment_headers_carry_only_vary_and_never_credentials() -> None:
-    visitor = {
-        "Cookie": "sid=1",
-        "Authorization": "Bearer t",
-        "Accept-Language": "fr",
-        "X-Other": "1",
-    }
-    assert fragment_request_headers(visitor, ("accept-language", "cookie", "authorization")) == {
-        "accept-language": "fr"
-    }
-    assert fragment_request_headers(visitor, ()) == {}
 
 
 def test_slot_ids_are_deterministic_and_distinct() -> None:

@@ -1,0 +1,120 @@
+"""The visitor's side of a page: their session, their suspense fetches, their headers.
+
+A page opens a session (and sets ``weaver_session``) only when its paint has suspense
+slots or channels: a cookie-less visitor of a plain page creates nothing. Every page that
+opens one gets a new session (rotation, see :meth:`SessionHub.open_for_page`), so a
+planted cookie never lets anyone else read a visitor's suspense or act with their cookies.
+Suspense fragments are always fetched with the visitor's own headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from weaver.config.schema import IncludeMode, OriginConfig, RouteConfig
+from weaver.proxy.conductor import fetch_suspense
+from weaver.proxy.edge import Edge
+from weaver.proxy.forwarding import Peer, is_trusted, visitor_headers
+from weaver.proxy.includes import IncludePlan
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY = web.RequestKey("weaver_session_id", str)
+SUSPENSE_KEY = web.RequestKey("weaver_suspense_tasks", list["asyncio.Task[None]"])
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """One request and what it was routed to."""
+
+    request: web.Request
+    edge: Edge
+    route: RouteConfig
+    origin: OriginConfig
+    peer: Peer
+
+
+def visit_of(request: web.Request, edge: Edge, route: RouteConfig) -> Visit:
+    address = request.remote or ""
+    peer = Peer(
+        address=address,
+        scheme=request.scheme,
+        host=request.host,
+        is_trusted=is_trusted(address, edge.config.server.trusted_proxies),
+    )
+    return Visit(request, edge, route, edge.config.origin(route.origin), peer)
+
+
+def open_session(
+    visit: Visit, slots: list[tuple[str, str, float]], channels: list[str]
+) -> str | None:
+    """Open the visitor's session for a page with suspense slots or channels: start the
+    slots' fetches with the visitor's headers, subscribe it to the page's channels.
+
+    Returns the Set-Cookie value, or None when the page needs no session (or sessions
+    are off). Slots found later (nested in fragments) go to :func:`add_slots`.
+    """
+    hub = visit.edge.hub
+    if hub is None or not (slots or channels):
+        return None
+    origin = visit.origin
+    events_url = origin.url + origin.events if origin.events else None
+    session_id, set_cookie = hub.open_for_page(
+        visit.request.headers.get("Cookie"), events_url=events_url
+    )
+    visit.request[SESSION_KEY] = session_id
+    for channel in channels:
+        hub.subscribe(session_id, channel)
+    add_slots(visit, slots)
+    return set_cookie
+
+
+def add_slots(visit: Visit, slots: list[tuple[str, str, float]]) -> None:
+    """Start suspense fetches for ``slots`` on the visitor's open session, if any."""
+    hub = visit.edge.hub
+    session_id = visit.request.get(SESSION_KEY)
+    if hub is None or not slots:
+        return
+    if session_id is None:
+        log.debug(
+            "%d slots found after the head of %s keep their fallbacks",
+            len(slots),
+            visit.request.path,
+        )
+        return
+    headers = visitor_headers(visit.request.headers, visit.peer, for_fill=True)
+    fetches = [(slot, _fetch(visit, url, timeout_s, headers)) for slot, url, timeout_s in slots]
+    visit.request.setdefault(SUSPENSE_KEY, []).extend(hub.run_suspense(session_id, fetches))
+
+
+def cancel_suspense(request: web.Request) -> None:
+    """The page's client went away before its page arrived: stop its suspense fetches."""
+    for task in request.get(SUSPENSE_KEY, ()):
+        task.cancel()
+
+
+def _fetch(
+    visit: Visit, url: str, timeout_s: float, headers: CIMultiDict[str]
+) -> Callable[[], Awaitable[str]]:
+    plan = IncludePlan(
+        src=url,
+        url=url,
+        mode=IncludeMode.SUSPENSE,
+        timeout_s=timeout_s,
+        alt_url=None,
+        continue_on_error=False,
+        fallback=b"",
+        is_primary=False,
+    )
+    client = visit.edge.client
+
+    async def fetch() -> str:
+        return await fetch_suspense(client, plan, headers=headers)
+
+    return fetch
