@@ -278,7 +278,11 @@ async def test_vary_star_is_never_reused() -> None:
         calls.append(1)
         return html(f"n{len(calls)}", **{"Cache-Control": "max-age=60", "Vary": "*"})
 
-    async with asyncio.timeout(10), weaver_stack({"/": star}) as stack, aiohttp.ClientSession() as c:
+    async with (
+        asyncio.timeout(10),
+        weaver_stack({"/": star}) as stack,
+        aiohttp.ClientSession() as c,
+    ):
         bodies = [(await fetch(c, stack.url + "/"))[1] for _ in range(3)]
     assert bodies == [b"n1", b"n2", b"n3"]
 

@@ -96,7 +96,10 @@ async def test_nested_includes_are_woven_and_a_self_include_is_cut_as_a_loop() -
 async def test_nesting_ends_at_the_depth_limit() -> None:
     routes = {
         "/": page('<esi:include src="/d1"/>'),
-        **{f"/d{n}": page(f'{n}<weaver-include src="/d{n + 1}">end</weaver-include>') for n in range(1, 6)},
+        **{
+            f"/d{n}": page(f'{n}<weaver-include src="/d{n + 1}">end</weaver-include>')
+            for n in range(1, 6)
+        },
     }
     async with asyncio.timeout(10), weaver_in_front_of(routes) as url:
         status, body, _ = await get(url + "/")
