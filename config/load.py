@@ -216,14 +216,57 @@ def _networks(r: _Reader, key: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_origin(text: str) -> str:
+    """``"https://Shop.example:443/"`` -> ``"https://shop.example"``: an origin as a browser
+    sends it in ``Origin`` (RFC 6454 §6.2): scheme, host, and the port unless default."""
+    hint = f'"{text}" is not an origin (try "https://shop.example" or "http://127.0.0.1:8080")'
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError(hint) from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
+        raise ValueError(hint)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = 443 if parts.scheme == "https" else 80
+    if port is None or port == default:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
+
+
 def _load_session(r: _Reader, env: Mapping[str, str]) -> SessionConfig:
     d = SessionConfig()
-    return SessionConfig(
+    origins: list[str] = []
+    for index, text in enumerate(r.strings("allowed_origins")):
+        try:
+            origins.append(parse_origin(text))
+        except ValueError as exc:
+            r.problem(f"allowed_origins[{index}]", str(exc))
+    session = SessionConfig(
         listen=r.parsed("listen", parse_host_port, d.listen),
         public_url=r.get("public_url", str, d.public_url),
         secret=_secret(r, "secret", env),
         publish_token=_secret(r, "publish_token", env),
+        allowed_origins=tuple(origins),
+        max_subscriptions=r.get("max_subscriptions", int, d.max_subscriptions),
+        max_channel_bytes=r.get("max_channel_bytes", int, d.max_channel_bytes),
     )
+    if not 1 <= session.max_subscriptions <= 100_000:
+        r.problem(
+            "max_subscriptions", f"must be 1..100000; got {session.max_subscriptions} (try 64)"
+        )
+    if not 1 <= session.max_channel_bytes <= 4096:
+        r.problem(
+            "max_channel_bytes", f"must be 1..4096; got {session.max_channel_bytes} (try 256)"
+        )
+    return session
 
 
 def _load_origin(r: _Reader) -> OriginConfig:

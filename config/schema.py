@@ -57,6 +57,11 @@ class SessionConfig:
     public_url: str = ""
     secret: str = ""
     publish_token: str = ""
+    # Origins (``scheme://host[:port]``, normalized) whose pages may open a session, besides
+    # pages on the session's own hostname. A browser handshake from any other is refused.
+    allowed_origins: tuple[str, ...] = ()
+    max_subscriptions: int = 64  # channels per session (pages and client subscribes)
+    max_channel_bytes: int = 256  # a channel name's length in UTF-8 bytes
 
 
 @dataclass(frozen=True, slots=True)

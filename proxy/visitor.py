@@ -66,7 +66,7 @@ def open_session(
     origin = visit.origin
     events_url = origin.url + origin.events if origin.events else None
     session_id, set_cookie = hub.open_for_page(
-        visit.request.headers.get("Cookie"), events_url=events_url
+        visit.request.headers.get("Cookie"), events_url=events_url, secure=visit.request.secure
     )
     visit.request[SESSION_KEY] = session_id
     for channel in channels:

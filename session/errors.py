@@ -1,4 +1,5 @@
-"""The session weaver's errors: each carries the WebSocket close code the client gets."""
+"""The session weaver's errors: each carries the WebSocket close code the client gets,
+and the HTTP status the same refusal gets on the HTTP endpoints (SSE, POST events)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,35 @@ TOO_BIG = 1009
 INTERNAL = 1011
 TRY_AGAIN = 1013  # overloaded, or a client fell behind: resume from the log
 
+# RFC 6455 §5.5: a control frame's payload is at most 125 bytes, 2 of them the code.
+MAX_REASON_BYTES = 123
+
+
+def _fit_reason(reason: str) -> str:
+    """``reason`` cut to fit a close frame in UTF-8, never mid-character."""
+    encoded = reason.encode("utf-8", "replace")  # a lone surrogate becomes "?"
+    return encoded[:MAX_REASON_BYTES].decode("utf-8", "ignore")
+
 
 class SessionError(WeaverError):
-    """A client did something the session protocol refuses; the reason is sent to it."""
+    """A client did something the session protocol refuses; the reason is sent to it.
+
+    ``status`` is the HTTP status for the same refusal over HTTP (400: the request's fault).
+    """
+
+    status = 400
 
     def __init__(self, close_code: int, reason: str) -> None:
         self.close_code = close_code
-        self.reason = reason[:120]  # a close reason must fit in a control frame
+        self.reason = _fit_reason(reason)
         super().__init__(f"{close_code}: {reason}")
+
+
+class TokenError(SessionError):
+    """The session token is missing, malformed, forged, foreign, expired or from the
+    future: 1008 on a socket, 401 over HTTP."""
+
+    status = 401
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(POLICY, reason)

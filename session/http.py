@@ -12,9 +12,9 @@ from aiohttp import web
 
 from weaver.session import auth
 from weaver.session.errors import SessionError
-from weaver.session.hub import SessionHub
+from weaver.session.hub import SessionHub, channel_bytes_refusal
 from weaver.session.protocol import MAX_MESSAGE_BYTES, ClientEvent, parse_client_message
-from weaver.session.sse import HUB_KEY, events_handler
+from weaver.session.sse import HUB_KEY, events_handler, origin_refusal
 
 MAX_PUBLISH_BYTES = 64 * 1024
 
@@ -54,6 +54,9 @@ async def publish_handler(request: web.Request) -> web.Response:
         return _bad('the body must be {"channel"|"session": …, "data": …}')
     channel, session = body.get("channel"), body.get("session")
     if isinstance(channel, str) and channel and session is None:
+        too_long = channel_bytes_refusal(hub.config, channel)
+        if too_long is not None:
+            return _bad(too_long)
         delivered = await hub.publish_channel(channel, body["data"])
     elif isinstance(session, str) and session and channel is None:
         delivered = hub.publish_session(session, body["data"])
@@ -92,13 +95,15 @@ async def client_js_handler(request: web.Request) -> web.Response:
 async def post_event_handler(request: web.Request) -> web.Response:
     """``POST /_weaver/events``: a client event from a visitor on SSE (no WebSocket)."""
     hub = request.app[HUB_KEY]
+    refused = origin_refusal(request, hub)
+    if refused is not None:
+        return refused
     token = auth.token_from_cookie_header(request.headers.get("Cookie"))
     try:
         session_id = auth.verify(hub.config.secret, token or "", time.time())
         message = parse_client_message(await request.content.read(MAX_MESSAGE_BYTES + 1))
-    except SessionError as exc:
-        status = 401 if "token" in exc.reason else 400
-        return web.json_response({"error": exc.reason}, status=status)
+    except SessionError as exc:  # TokenError: 401; a bad message: 400
+        return web.json_response({"error": exc.reason}, status=exc.status)
     if not isinstance(message, ClientEvent):
         return _bad("only event messages may be POSTed")
     await hub.offer_event(hub.session(session_id), message)

@@ -2,6 +2,7 @@
 
 A session exists from the moment a page is served (so suspense results and channel
 messages published before the socket opens are kept), whether or not a socket is open.
+Every page served gets a new session (rotation: see :meth:`SessionHub.open_for_page`).
 Each server message gets the session's next ``seq`` and goes to the session's bounded
 log and to every open consumer (WebSocket or SSE) of the session.
 
@@ -13,6 +14,9 @@ Queues and their overflow policies:
 - inbound events: bounded per session; PAUSE_READING — the socket is not read until
   the origin has taken some.
 - a channel's history: DROP_OLDEST, the last ``channel_history`` messages.
+- a session's channels: at most ``session.max_subscriptions``, each name at most
+  ``session.max_channel_bytes``; a client over either is closed with 1008, a page's
+  extra ``<weaver-subscribe>`` is ignored with a warning.
 - sessions without a consumer are held ``session_hold_s`` then dropped (their fetches
   cancelled); past ``max_sessions`` the longest-detached session is dropped first.
 """
@@ -23,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence, Set
 from typing import Any
 
 import aiohttp
@@ -32,6 +36,7 @@ import orjson
 from weaver.config.schema import SessionConfig
 from weaver.session import auth
 from weaver.session.bus import Bus, MemoryBus
+from weaver.session.errors import POLICY, SessionError
 from weaver.session.protocol import ClientEvent, encode
 from weaver.session.resume import SessionLog
 
@@ -39,6 +44,32 @@ log = logging.getLogger(__name__)
 
 SuspenseFetch = Callable[[], Awaitable[str]]
 EVENT_RETRIES_S = (0.1, 0.3, 0.9)  # waits before the 2nd, 3rd and 4th delivery attempt
+
+
+def channel_bytes_refusal(config: SessionConfig, channel: str) -> str | None:
+    """Why a channel name is refused (over ``session.max_channel_bytes``), or None."""
+    size = len(channel.encode("utf-8", "replace"))
+    if size > config.max_channel_bytes:
+        return (
+            f"channel name is {size} bytes; the limit is "
+            f"session.max_channel_bytes = {config.max_channel_bytes}"
+        )
+    return None
+
+
+def channel_refusal(config: SessionConfig, channels: Set[str], channel: str) -> str | None:
+    """Why a session with ``channels`` may not subscribe to ``channel``, or None."""
+    if channel in channels:
+        return None  # already subscribed: costs nothing
+    too_long = channel_bytes_refusal(config, channel)
+    if too_long is not None:
+        return too_long
+    if len(channels) >= config.max_subscriptions:
+        return (
+            f"session is at {len(channels)} subscriptions; the limit is "
+            f"session.max_subscriptions = {config.max_subscriptions}"
+        )
+    return None
 
 
 class Outbox:
@@ -227,29 +258,33 @@ class SessionHub:
     # the proxy's side
 
     def open_for_page(
-        self, cookie_header: str | None, *, events_url: str | None = None
-    ) -> tuple[str, str | None]:
-        """The visitor's session for a page being served: (id, Set-Cookie value or None).
+        self, cookie_header: str | None, *, events_url: str | None = None, secure: bool = False
+    ) -> tuple[str, str]:
+        """A brand-new session for a page being served: (its id, its Set-Cookie value).
 
-        A valid ``weaver_session`` cookie keeps its session; otherwise a new one is made
-        and its cookie returned (set outside the body, so the paint stays shared).
+        Every page gets a new session and a new token (rotation), even when the request
+        carries a valid session cookie: joining the session a cookie names would let an
+        attacker who plants their own session cookie in a victim's browser (a sibling
+        subdomain, a plain-HTTP response, a Set-Cookie injection) read the victim's
+        personal suspense slots on the attacker's socket, and send the attacker's events to
+        the origin with the victim's cookies. Binding the session to a second cookie would
+        not help: whoever can plant one cookie can plant two. Over TLS (``secure``) the
+        cookie is ``__Host-weaver_session``, which a subdomain cannot set at all.
+
+        The visitor's cookies are kept for event delivery with the session cookies taken
+        out (:func:`auth.strip_session_cookie`): Weaver's token never reaches an origin.
+        The cookie is set outside the body, so the paint stays shared.
         """
-        token = auth.token_from_cookie_header(cookie_header)
-        set_cookie = None
-        session_id = None
-        if token is not None:
-            try:
-                session_id = auth.verify(self.config.secret, token, time.time())
-            except Exception:  # a bad cookie on a page request: a new session, not an error
-                session_id = None
-        if session_id is None:
+        now = time.time()
+        session_id = auth.new_session_id()
+        while session_id in self.sessions:  # 128 random bits: never, but never join
             session_id = auth.new_session_id()
-            set_cookie = auth.cookie_header_value(
-                auth.issue(self.config.secret, session_id, time.time())
-            )
+        set_cookie = auth.cookie_header_value(
+            auth.issue(self.config.secret, session_id, now), secure=secure
+        )
         session = self.session(session_id)
-        session.cookie = cookie_header
-        session.events_url = events_url or session.events_url
+        session.cookie = auth.strip_session_cookie(cookie_header)
+        session.events_url = events_url
         return session_id, set_cookie
 
     def session(self, session_id: str) -> Session:
@@ -290,10 +325,36 @@ class SessionHub:
         else:
             session.set_slot("slot", slot, html=html)
 
-    def subscribe(self, session_id: str, channel: str) -> None:
+    def subscribe(self, session_id: str, channel: str) -> bool:
+        """Subscribe a session to ``channel`` for a page (a ``<weaver-subscribe>``).
+
+        A name over ``session.max_channel_bytes``, or a session already at
+        ``session.max_subscriptions``, is ignored with a warning: the page is still served.
+        Returns whether the session is subscribed.
+        """
         session = self.session(session_id)
+        refusal = channel_refusal(self.config, session.channels, channel)
+        if refusal is not None:
+            log.warning("subscribe ignored for session %s: %s", session_id, refusal)
+            return False
+        self._add_subscriber(session, channel)
+        return True
+
+    def subscribe_client(self, session: Session, channel: str) -> None:
+        """Subscribe for a client's ``subscribe`` message.
+
+        Raises:
+            SessionError: 1008 over ``session.max_channel_bytes`` or
+                ``session.max_subscriptions``.
+        """
+        refusal = channel_refusal(self.config, session.channels, channel)
+        if refusal is not None:
+            raise SessionError(POLICY, refusal)
+        self._add_subscriber(session, channel)
+
+    def _add_subscriber(self, session: Session, channel: str) -> None:
         session.channels.add(channel)
-        self.subscribers.setdefault(channel, set()).add(session_id)
+        self.subscribers.setdefault(channel, set()).add(session.id)
 
     def unsubscribe(self, session_id: str, channel: str) -> None:
         session = self.sessions.get(session_id)

@@ -7,7 +7,7 @@ fault it was: 1009 (too big), 1007 (not JSON), 1008 (JSON the protocol refuses).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -15,10 +15,11 @@ import orjson
 from weaver.session.errors import INVALID_PAYLOAD, POLICY, TOO_BIG, SessionError
 
 MAX_MESSAGE_BYTES = 64 * 1024
+MAX_SEQ = 2**53 - 1  # JSON numbers past this lose precision in browsers
 
 
 class ClientHello(msgspec.Struct, tag="hello", tag_field="type", forbid_unknown_fields=True):
-    last_seq: int = 0
+    last_seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] = 0
     token: str | None = None  # non-browser clients; browsers send the cookie
 
 
@@ -48,23 +49,35 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
         SessionError: 1009 over MAX_MESSAGE_BYTES, 1007 not JSON, 1008 an unknown type
             or a bad field (the reason names it).
     """
-    raw = data.encode() if isinstance(data, str) else data
+    try:
+        raw = data.encode() if isinstance(data, str) else data
+    except UnicodeEncodeError:  # a lone surrogate: not text a peer could have sent
+        raise SessionError(INVALID_PAYLOAD, "message is not JSON (not UTF-8)") from None
     if len(raw) > MAX_MESSAGE_BYTES:
         raise SessionError(TOO_BIG, f"message over {MAX_MESSAGE_BYTES} bytes")
     try:
         message: ClientMessage = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise SessionError(POLICY, f"invalid message: {exc}") from None
+    except RecursionError:
+        raise SessionError(POLICY, "invalid message: nested too deeply") from None
     except msgspec.DecodeError:
         try:
             orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise SessionError(INVALID_PAYLOAD, "message is not JSON") from None
         raise SessionError(POLICY, "invalid message") from None
-    if isinstance(message, ClientHello) and message.last_seq < 0:
-        raise SessionError(POLICY, "invalid message: last_seq must be >= 0")
-    if isinstance(message, ClientEvent) and not message.id:
-        raise SessionError(POLICY, "invalid message: event id must not be empty")
+    if isinstance(message, ClientEvent):
+        if not message.id:
+            raise SessionError(POLICY, "invalid message: event id must not be empty")
+        try:  # the event is forwarded to the origin as JSON: it must encode again
+            orjson.dumps(message.data)
+        except orjson.JSONEncodeError:
+            raise SessionError(
+                POLICY,
+                "invalid message: event data cannot be sent on as JSON "
+                "(an integer over 64 bits or nesting over 254)",
+            ) from None
     if isinstance(message, Subscribe | Unsubscribe) and not message.channel:
         raise SessionError(POLICY, "invalid message: channel must not be empty")
     return message

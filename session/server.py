@@ -1,7 +1,11 @@
 """The WebSocket edge of the hub (websockets library): one connection = one consumer.
 
+Per handshake: a browser's ``Origin`` must be the session's own hostname or one of
+``session.allowed_origins``, else HTTP 403 (cross-site WebSocket hijacking: a browser
+sends the visitor's cookie to us whichever site opens the socket).
+
 Per connection: the first message must be ``hello`` (within ``hello_timeout_s``); the
-token is the ``weaver_session`` cookie of the upgrade request, or the hello's ``token``.
+token is the session cookie of the upgrade request, or the hello's ``token``.
 Then a writer drains the consumer's outbox and a reader takes client messages, in one
 TaskGroup: the first to end (client gone, bad message, overflow) ends the other.
 """
@@ -12,11 +16,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from weaver.session import auth
 from weaver.session.errors import GOING_AWAY, POLICY, TRY_AGAIN, SessionError
@@ -42,10 +48,21 @@ async def serve(hub: SessionHub) -> Server:
     async def handler(connection: ServerConnection) -> None:
         await _connection(hub, connection)
 
+    def check_origin(connection: ServerConnection, request: Request) -> Response | None:
+        origin, host = request.headers.get("Origin"), request.headers.get("Host")
+        if auth.is_origin_allowed(origin, host, hub.config.allowed_origins):
+            return None
+        log.info("session handshake refused: Origin %r is not allowed for Host %r", origin, host)
+        return connection.respond(
+            HTTPStatus.FORBIDDEN,
+            "this Origin may not open a Weaver session (see session.allowed_origins)\n",
+        )
+
     return await ws_serve(
         handler,
         listen.host,
         listen.port,
+        process_request=check_origin,
         max_size=MAX_MESSAGE_BYTES,  # larger frames: websockets closes with 1009
         ping_interval=hub.ping_interval_s,
         ping_timeout=hub.ping_interval_s,
@@ -138,7 +155,7 @@ async def _read(hub: SessionHub, ws: ServerConnection, session: Session) -> None
         if isinstance(message, ClientEvent):
             await hub.offer_event(session, message)  # waits while the queue is full
         elif isinstance(message, Subscribe):
-            hub.subscribe(session.id, message.channel)
+            hub.subscribe_client(session, message.channel)  # 1008 past a bound
         elif isinstance(message, Unsubscribe):
             hub.unsubscribe(session.id, message.channel)
         else:

@@ -1,9 +1,12 @@
 """``GET /_weaver/events``: the session stream as Server-Sent Events (server → client).
 
 Same session, same log, same seq: the SSE ``id`` is the seq, so a browser's automatic
-reconnect sends ``Last-Event-ID`` and resumes exactly where it was. Events go the other
-way by POST. The consumer's outbox overflows the same way (the stream is ended and the
-client resumes from the log).
+reconnect sends ``Last-Event-ID`` and resumes exactly where it was, with no gap and no
+duplicate. The ``hello`` frame carries no ``id`` (an event without one keeps the last
+event ID, WHATWG HTML §9.2.6), so a client cut off between the hello and the replay still
+resumes from the last message it received. Events go the other way by POST. The
+consumer's outbox overflows the same way (the stream is ended and the client resumes
+from the log). A browser request from an Origin that may not use the session gets 403.
 """
 
 from __future__ import annotations
@@ -20,6 +23,17 @@ from weaver.session.protocol import encode
 HUB_KEY = web.AppKey("session_hub", SessionHub)
 
 
+def origin_refusal(request: web.Request, hub: SessionHub) -> web.Response | None:
+    """403 for a browser request whose ``Origin`` may not use the session, else None."""
+    origin = request.headers.get("Origin")
+    if auth.is_origin_allowed(origin, request.headers.get("Host"), hub.config.allowed_origins):
+        return None
+    return web.json_response(
+        {"error": "this Origin may not use the Weaver session (see session.allowed_origins)"},
+        status=403,
+    )
+
+
 def _last_seq(request: web.Request) -> int:
     for value in (request.headers.get("Last-Event-ID"), request.query.get("last_seq")):
         if value is not None and value.strip().isdigit():
@@ -29,6 +43,9 @@ def _last_seq(request: web.Request) -> int:
 
 async def events_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
+    refused = origin_refusal(request, hub)
+    if refused is not None:
+        return refused
     token = auth.token_from_cookie_header(request.headers.get("Cookie")) or request.query.get(
         "token"
     )
@@ -37,7 +54,7 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     try:
         session_id = auth.verify(hub.config.secret, token, time.time())
     except SessionError as exc:
-        return web.json_response({"error": exc.reason}, status=401)
+        return web.json_response({"error": exc.reason}, status=exc.status)
     session = hub.session(session_id)
     outbox, resumed, hello_seq = hub.attach(session, _last_seq(request))
     try:
@@ -50,7 +67,7 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
         )
         await response.prepare(request)
         hello = encode("hello", hello_seq, session=session_id, resumed=resumed)
-        await response.write(b"id: %d\ndata: %s\n\n" % (hello_seq, hello))
+        await response.write(b"data: %s\n\n" % hello)  # no id: see the module docstring
         while True:
             item = await outbox.get()
             if item is None:  # fell behind: end the stream; the browser resumes

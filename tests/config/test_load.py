@@ -173,3 +173,55 @@ def test_longest_route_prefix_wins() -> None:
     assert shop is not None and shop.path == "/shop"
     root = config.route_for("/shopping")
     assert root is not None and root.path == "/"
+
+
+def test_session_bounds_and_allowed_origins_have_defaults() -> None:
+    session = build_config({}, "w.toml").session
+    assert session.allowed_origins == ()
+    assert (session.max_subscriptions, session.max_channel_bytes) == (64, 256)
+
+
+def test_session_allowed_origins_are_normalized_as_a_browser_sends_them() -> None:
+    session = build_config(
+        {
+            "session": {
+                "allowed_origins": [
+                    "https://Shop.example:443/",
+                    "http://127.0.0.1:8080",
+                    "http://[::1]:80",
+                ],
+                "max_subscriptions": 8,
+                "max_channel_bytes": 100,
+            }
+        },
+        "w.toml",
+    ).session
+    assert session.allowed_origins == (
+        "https://shop.example",
+        "http://127.0.0.1:8080",
+        "http://[::1]",
+    )
+    assert (session.max_subscriptions, session.max_channel_bytes) == (8, 100)
+
+
+def test_bad_session_origins_and_bounds_are_each_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(
+            {
+                "session": {
+                    "allowed_origins": ["shop.example", "https://shop.example/path", 3],
+                    "max_subscriptions": 0,
+                    "max_channel_bytes": "big",
+                }
+            },
+            "w.toml",
+        )
+    assert str(info.value).splitlines() == [
+        "w.toml: session.allowed_origins[2]: expected a string; got 3",
+        'w.toml: session.allowed_origins[0]: "shop.example" is not an origin '
+        '(try "https://shop.example" or "http://127.0.0.1:8080")',
+        'w.toml: session.allowed_origins[1]: "https://shop.example/path" is not an origin '
+        '(try "https://shop.example" or "http://127.0.0.1:8080")',
+        'w.toml: session.max_channel_bytes: expected an integer; got "big"',
+        "w.toml: session.max_subscriptions: must be 1..100000; got 0 (try 64)",
+    ]

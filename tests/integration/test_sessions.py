@@ -105,7 +105,9 @@ async def test_a_message_published_before_the_socket_opens_is_delivered() -> Non
     ]
 
 
-async def test_a_returning_visitor_keeps_their_session() -> None:
+async def test_a_returning_visitor_gets_a_new_session_for_each_page() -> None:
+    """Rotation (session fixation): a valid session cookie never joins its session; the
+    page gets a new one, and each session holds only its own page's slots."""
     async with (
         weaver_stack(ROUTES) as stack,
         aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
@@ -114,9 +116,15 @@ async def test_a_returning_visitor_keeps_their_session() -> None:
         headers = {"Cookie": f"user=dave; weaver_session={token}"}
         async with http.get(stack.url + "/", headers=headers) as resp:
             await resp.read()
-            assert "Set-Cookie" not in resp.headers  # the same session goes on
-        messages = await session_messages(stack.session_url, "dave", token, 5)
-    assert [m["seq"] for m in messages[1:]] == [1, 2, 3, 4]  # both pages' slots
+            jar: SimpleCookie = SimpleCookie()
+            jar.load(resp.headers["Set-Cookie"])
+            new_token = jar["weaver_session"].value
+        assert new_token != token
+        first = await session_messages(stack.session_url, "dave", token, 3)
+        second = await session_messages(stack.session_url, "dave", new_token, 3)
+    assert first[0]["session"] != second[0]["session"]
+    for messages in (first, second):
+        assert [m["seq"] for m in messages[1:]] == [1, 2]  # one page's two slots each
 
 
 async def test_a_visitor_leaving_mid_page_cancels_their_suspense_fetches() -> None:

@@ -8,9 +8,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.servers import serve_app
 from weaver.config.schema import HostPort, SessionConfig
@@ -27,16 +30,29 @@ class Running:
     ws_url: str
     http_url: str
 
-    def page(self, **kwargs: Any) -> tuple[str, str]:
-        """Serve a "page": (session id, the Cookie header the browser would send)."""
-        session_id, set_cookie = self.hub.open_for_page(None, **kwargs)
-        assert set_cookie is not None
+    def page(self, cookie: str | None = None, **kwargs: Any) -> tuple[str, str]:
+        """Serve a "page" to a browser sending ``cookie``: (session id, the Cookie header
+        the browser sends from then on)."""
+        session_id, set_cookie = self.hub.open_for_page(cookie, **kwargs)
         return session_id, set_cookie.split(";", 1)[0]
 
 
 @asynccontextmanager
-async def running_hub(**options: Any) -> AsyncIterator[Running]:
-    config = SessionConfig(listen=HostPort("127.0.0.1", 0), secret=SECRET, publish_token=TOKEN)
+async def running_hub(
+    *,
+    allowed_origins: tuple[str, ...] = (),
+    max_subscriptions: int = 64,
+    max_channel_bytes: int = 256,
+    **options: Any,
+) -> AsyncIterator[Running]:
+    config = SessionConfig(
+        listen=HostPort("127.0.0.1", 0),
+        secret=SECRET,
+        publish_token=TOKEN,
+        allowed_origins=allowed_origins,
+        max_subscriptions=max_subscriptions,
+        max_channel_bytes=max_channel_bytes,
+    )
     hub = SessionHub(config, **options)
     app = web.Application()
     add_routes(app, hub)
@@ -61,6 +77,37 @@ async def client(
         yield ws
 
 
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    """One dispatched Server-Sent Event: its ``id`` field if it had one, its data."""
+
+    id: int | None
+    data: dict[str, Any]
+
+
+async def read_sse_event(stream: aiohttp.StreamReader, timeout_s: float = 5.0) -> SseEvent:
+    """The next event on an SSE stream, parsed as the WHATWG HTML §9.2.6 event-stream
+    grammar says (only the ``id`` and ``data`` fields are used by Weaver)."""
+    event_id: int | None = None
+    data: list[bytes] = []
+    async with asyncio.timeout(timeout_s):
+        while True:
+            line = await stream.readline()
+            if not line:
+                raise ConnectionError("the SSE stream ended")
+            line = line.rstrip(b"\r\n")
+            if not line:
+                if data:
+                    return SseEvent(event_id, orjson.loads(b"\n".join(data)))
+                continue
+            name, _, value = line.partition(b":")
+            value = value.removeprefix(b" ")
+            if name == b"id":
+                event_id = int(value)
+            elif name == b"data":
+                data.append(value)
+
+
 async def receive(ws: ClientConnection, timeout_s: float = 5.0) -> dict[str, Any]:
     async with asyncio.timeout(timeout_s):
         message: dict[str, Any] = orjson.loads(await ws.recv())
@@ -78,3 +125,14 @@ async def receive_until(
             seen.append(message)
             if message["type"] == message_type:
                 return seen
+
+
+async def closed_with(ws: ClientConnection, timeout_s: float = 5.0) -> tuple[int, str]:
+    """The (code, reason) of the close frame the server sends, reading until it comes."""
+    async with asyncio.timeout(timeout_s):
+        with pytest.raises(ConnectionClosed) as caught:
+            while True:
+                await ws.recv()
+    received = caught.value.rcvd
+    assert received is not None, "closed without a close frame"
+    return received.code, received.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,13 +11,13 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from websockets.exceptions import ConnectionClosed
 
 from tests.servers import serve_app
 from tests.session.harness import (
     SECRET,
     TOKEN,
     client,
+    closed_with,
     receive,
     running_hub,
 )
@@ -29,16 +30,6 @@ def delayed(html: str, delay_s: float) -> Callable[[], Awaitable[str]]:
         return html
 
     return fetch
-
-
-async def closed_with(ws: Any, timeout_s: float = 5.0) -> tuple[int, str]:
-    async with asyncio.timeout(timeout_s):
-        with pytest.raises(ConnectionClosed) as caught:
-            while True:
-                await ws.recv()
-    received = caught.value.rcvd
-    assert received is not None, "closed without a close frame"
-    return received.code, received.reason
 
 
 async def test_hello_then_suspense_results_in_completion_order() -> None:
@@ -107,22 +98,68 @@ async def test_a_session_without_a_socket_is_dropped_and_its_fetches_cancelled()
 
 
 @pytest.mark.parametrize(
-    "make_token",
+    ("make_token", "reason"),
     [
-        lambda sid: auth.issue("another-secret", sid, 1e9),  # foreign
-        lambda sid: auth.issue(SECRET, sid, 1000.0),  # expired
-        lambda sid: sid + ".123.forged",  # forged
-        lambda sid: "",  # missing
+        (lambda sid: auth.issue("another-secret", sid, 1e9), "signature"),  # foreign
+        (lambda sid: auth.issue(SECRET, sid, 1000.0), "session token expired"),
+        (lambda sid: sid + ".123.forged", "signature"),  # forged
+        (lambda sid: "", "no session token"),  # missing
+        (
+            lambda sid: auth.issue(SECRET, sid, time.time() + 3600),
+            "session token is from the future",
+        ),
     ],
 )
-async def test_bad_tokens_are_refused_with_1008(make_token: Callable[[str], str]) -> None:
+async def test_bad_tokens_are_refused_with_1008(
+    make_token: Callable[[str], str], reason: str
+) -> None:
     async with running_hub() as running:
         session_id, _ = running.page()
         token = make_token(session_id)
         cookie = f"weaver_session={token}" if token else None
         async with client(running, cookie) as ws:
-            code, reason = await closed_with(ws)
-    assert code == 1008 and reason
+            code, got = await closed_with(ws)
+    assert code == 1008 and reason in got
+
+
+async def test_a_planted_session_cookie_never_gets_the_victims_slots() -> None:
+    """Session fixation: the attacker plants their own session cookie in the victim's
+    browser; the victim's page gets a new session, so the attacker's socket sees none of
+    the victim's suspense slots."""
+    async with running_hub() as running:
+        attacker_id, attacker_cookie = running.page()
+        async with client(running, attacker_cookie) as attacker:
+            assert (await receive(attacker))["session"] == attacker_id
+            victim_id, victim_cookie = running.page(f"{attacker_cookie}; user=victim")
+            assert victim_id != attacker_id
+            assert victim_cookie != attacker_cookie
+            running.hub.run_suspense(victim_id, [("w_account", delayed("<p>victim</p>", 0))])
+            async with client(running, victim_cookie) as victim:
+                hello = await receive(victim)
+                slot = await receive(victim)
+            running.hub.publish_session(attacker_id, "marker")
+            first = await receive(attacker)
+    assert hello["session"] == victim_id
+    assert (slot["id"], slot["html"]) == ("w_account", "<p>victim</p>")
+    assert (first["type"], first["data"]) == ("message", "marker")  # no slot came before it
+
+
+async def test_every_page_rotates_the_session_even_with_a_valid_cookie() -> None:
+    async with running_hub() as running:
+        first_id, first_cookie = running.page()
+        second_id, second_set_cookie = running.hub.open_for_page(first_cookie)
+    assert second_id != first_id
+    assert second_set_cookie.startswith("weaver_session=")
+    assert second_set_cookie.split(";", 1)[0] != first_cookie
+
+
+async def test_over_tls_the_session_cookie_is_host_prefixed_and_opens_the_socket() -> None:
+    async with running_hub() as running:
+        session_id, set_cookie = running.hub.open_for_page(None, secure=True)
+        assert set_cookie.startswith("__Host-weaver_session=")
+        assert "; Secure;" in set_cookie and "Domain" not in set_cookie
+        async with client(running, set_cookie.split(";", 1)[0]) as ws:
+            assert (await receive(ws))["session"] == session_id
 
 
 async def test_a_token_in_hello_works_for_non_browser_clients() -> None:
@@ -291,10 +328,10 @@ async def test_events_reach_the_origin_in_order_retried_acked_and_patched() -> N
     origin = web.Application()
     origin.router.add_post("/_events", events)
     async with serve_app(origin) as origin_url, running_hub() as running:
+        _, old_cookie = running.page()  # the visitor's cookie from an earlier page
         session_id, set_cookie = running.hub.open_for_page(
-            "sid=visitor-1", events_url=origin_url + "/_events"
+            f"sid=visitor-1; {old_cookie}", events_url=origin_url + "/_events"
         )
-        assert set_cookie is not None
         running.hub.subscribe(session_id, "stock")
         cookie = set_cookie.split(";", 1)[0]
         async with client(running, cookie) as ws:
@@ -315,7 +352,7 @@ async def test_events_reach_the_origin_in_order_retried_acked_and_patched() -> N
     patches = [m["html"] for m in messages if m["type"] == "patch"]
     assert patches == ["<p>1 items</p>", "<p>2 items</p>", "<p>3 items</p>"]
     assert [m["data"] for m in messages if m["type"] == "message"] == ["e1", "e2", "e3"]
-    assert set(cookies) == {"sid=visitor-1"}  # the visitor's own cookies
+    assert set(cookies) == {"sid=visitor-1"}  # the visitor's own, without weaver_session
 
 
 async def test_publish_needs_the_token_and_reaches_page_time_subscribers() -> None:
@@ -367,8 +404,11 @@ async def test_sse_serves_the_same_stream_and_resumes_with_last_event_id() -> No
                     events.append(block)
         async with http.get(url) as resp:
             assert resp.status == 401
-    ids = [int(e.split(b"\n")[0].removeprefix(b"id: ")) for e in events]
-    assert ids == [5, 4, 5]  # hello carries the last seq, then 4 and 5
+    ids = [
+        int(e.split(b"\n")[0].removeprefix(b"id: ")) if e.startswith(b"id:") else None
+        for e in events
+    ]
+    assert ids == [None, 4, 5]  # the hello carries no id (see sse.py), then 4 and 5
     assert orjson.loads(events[1].split(b"data: ")[1])["data"] == 3
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from weaver.session import auth
 from weaver.session.errors import SessionError
@@ -115,3 +120,79 @@ def test_the_log_is_bounded_in_bytes_too() -> None:
         seq = log.next_seq()
         log.append(seq, b"12345")
     assert log.first_seq == 3
+
+
+# Any client input: valid and invalid JSON, unknown types, wrong and extra fields, huge
+# fields and integers, deep nesting, bytes that are not UTF-8, lone surrogates. The stdlib
+# encoder writes what orjson refuses (integers past 64 bits, NaN), as a peer could.
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_huge = st.integers(min_value=0, max_value=3 * MAX_MESSAGE_BYTES).map(lambda n: "x" * n)
+_field = _json | _huge | st.integers(min_value=-(2**80), max_value=2**80)
+_message = st.fixed_dictionaries(
+    {"type": st.sampled_from(["hello", "event", "subscribe", "unsubscribe"]) | st.text()},
+    optional={
+        key: _field
+        for key in ("last_seq", "token", "id", "name", "target", "data", "channel", "extra")
+    },
+)
+_deep = st.integers(min_value=1, max_value=20_000).map(
+    lambda depth: '{"type":"event","id":"e","name":"n","data":' + "[" * depth + "]" * depth + "}"
+)
+_surrogates = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1)
+_client_input: st.SearchStrategy[str | bytes] = st.one_of(
+    _message.map(json.dumps),
+    _message.map(lambda message: json.dumps(message).encode()),
+    _json.map(json.dumps),
+    _deep,
+    st.binary(max_size=64),
+    st.text(max_size=64),
+    st.tuples(_message.map(json.dumps), _surrogates).map("".join),
+    _surrogates.map(
+        lambda text: json.dumps({"type": "subscribe", "channel": text}, ensure_ascii=False)
+    ),
+)
+
+
+@given(st.lists(_client_input, max_size=8))
+def test_any_client_input_is_a_message_or_a_refusal_with_a_close_code(
+    sequence: list[str | bytes],
+) -> None:
+    for raw in sequence:
+        try:
+            message = parse_client_message(raw)
+        except SessionError as error:
+            assert error.close_code in (1007, 1008, 1009)
+            assert error.reason
+            assert len(error.reason.encode()) <= 123  # fits a close frame
+        else:
+            assert isinstance(message, ClientHello | ClientEvent | Subscribe | Unsubscribe)
+            if isinstance(message, ClientEvent):
+                orjson.dumps(message.data)  # it can be sent on to the origin
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "reason"),
+    [
+        ('{"type":"subscribe","channel":"\ud800"}', 1007, "not UTF-8"),
+        (
+            '{"type":"event","id":"e","name":"n","data":' + "[" * 5000 + "]" * 5000 + "}",
+            1008,
+            "nested",
+        ),
+        ('{"type":"event","id":"e","name":"n","data":' + "9" * 30 + "}", 1008, "64 bits"),
+        ('{"type":"hello","last_seq":' + "9" * 30 + "}", 1008, "last_seq"),
+        ('{"type":"subscribe","channel":"c","' + "é" * 100 + '":1}', 1008, "invalid message"),
+    ],
+    ids=["lone-surrogate", "deep-nesting", "huge-int-data", "huge-last-seq", "long-reason"],
+)
+def test_inputs_hypothesis_found_get_a_close_code_not_a_crash(
+    raw: str, code: int, reason: str
+) -> None:
+    with pytest.raises(SessionError) as caught:
+        parse_client_message(raw)
+    assert caught.value.close_code == code and reason in caught.value.reason
+    assert len(caught.value.reason.encode()) <= 123

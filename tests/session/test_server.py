@@ -1,0 +1,115 @@
+"""The WebSocket listener: the Origin check at the handshake and the subscription bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
+
+from tests.session.harness import client, closed_with, receive, running_hub
+
+
+async def test_a_handshake_from_a_foreign_origin_is_refused_with_403() -> None:
+    async with asyncio.timeout(10), running_hub() as running:
+        _, cookie = running.page()
+        with pytest.raises(InvalidStatus) as caught:
+            async with connect(
+                running.ws_url,
+                origin=Origin("https://evil.example"),
+                additional_headers={"Cookie": cookie},
+            ):
+                pass
+    response = caught.value.response
+    assert response.status_code == 403
+    assert b"session.allowed_origins" in response.body
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        None,  # a non-browser client with a token
+        "http://127.0.0.1:8080",  # the session's own host, the page's port
+        "https://shop.example",  # listed in session.allowed_origins
+    ],
+)
+async def test_a_handshake_from_the_same_host_an_allowed_origin_or_none_opens(
+    origin: str | None,
+) -> None:
+    async with asyncio.timeout(10), running_hub(allowed_origins=("https://shop.example",)) as r:
+        session_id, cookie = r.page()
+        async with connect(
+            r.ws_url,
+            origin=Origin(origin) if origin else None,
+            additional_headers={"Cookie": cookie},
+        ) as ws:
+            await ws.send('{"type":"hello","last_seq":0}')
+            assert (await receive(ws))["session"] == session_id
+
+
+async def test_a_client_over_max_subscriptions_is_closed_with_1008() -> None:
+    async with asyncio.timeout(10), running_hub(max_subscriptions=64) as running:
+        session_id, cookie = running.page()
+        async with client(running, cookie) as ws:
+            await receive(ws)
+            for i in range(65):
+                await ws.send(orjson.dumps({"type": "subscribe", "channel": f"c{i}"}).decode())
+            code, reason = await closed_with(ws)
+        channels = running.hub.sessions[session_id].channels
+        assert channels == {f"c{i}" for i in range(64)}
+        assert sum(running.hub.presence(f"c{i}") for i in range(65)) == 64
+    assert code == 1008
+    assert reason == "session is at 64 subscriptions; the limit is session.max_subscriptions = 64"
+
+
+async def test_a_client_subscribing_to_an_over_long_channel_is_closed_with_1008() -> None:
+    async with asyncio.timeout(10), running_hub(max_channel_bytes=256) as running:
+        session_id, cookie = running.page()
+        async with client(running, cookie) as ws:
+            await receive(ws)
+            await ws.send(orjson.dumps({"type": "subscribe", "channel": "é" * 129}).decode())
+            code, reason = await closed_with(ws)
+        assert running.hub.sessions[session_id].channels == set()
+    assert code == 1008
+    assert reason == "channel name is 258 bytes; the limit is session.max_channel_bytes = 256"
+
+
+async def test_resubscribing_a_channel_at_the_limit_is_not_refused() -> None:
+    async with asyncio.timeout(10), running_hub(max_subscriptions=2) as running:
+        session_id, cookie = running.page()
+        async with client(running, cookie) as ws:
+            await receive(ws)
+            for channel in ("a", "b", "a", "b"):
+                await ws.send(orjson.dumps({"type": "subscribe", "channel": channel}).decode())
+            running.hub.publish_session(session_id, "still open")
+            # the socket reads in order: the marker arrives after all four subscribes
+            while (message := await receive(ws))["type"] != "message":
+                pass
+            assert message["data"] == "still open"
+            await ws.send('{"type":"event","id":"e","name":"n"}')  # the reader is alive
+        assert running.hub.sessions[session_id].channels == {"a", "b"}
+
+
+async def test_a_page_over_the_bounds_is_served_and_its_extra_channels_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_hub(max_subscriptions=3, max_channel_bytes=10) as running:
+        session_id, _ = running.page()
+        with caplog.at_level(logging.WARNING, logger="weaver.session.hub"):
+            results = [
+                running.hub.subscribe(session_id, name)
+                for name in ("a", "x" * 11, "b", "c", "d", "a")
+            ]
+        assert results == [True, False, True, True, False, True]
+        assert running.hub.sessions[session_id].channels == {"a", "b", "c"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"subscribe ignored for session {session_id}: channel name is 11 bytes; "
+        "the limit is session.max_channel_bytes = 10",
+        f"subscribe ignored for session {session_id}: session is at 3 subscriptions; "
+        "the limit is session.max_subscriptions = 3",
+    ]
