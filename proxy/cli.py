@@ -15,9 +15,10 @@ from aiohttp import web
 
 from weaver.config.errors import ConfigError
 from weaver.config.load import build_config, load_config
-from weaver.config.schema import Config
+from weaver.config.schema import Config, ServerConfig
 from weaver.proxy.app import build_app
 from weaver.proxy.demo.origin import build_origin
+from weaver.proxy.listener import EdgeRunner
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +46,30 @@ async def _until_signal() -> None:
             loop.remove_signal_handler(signum)
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start ``app`` on host:port (0 picks a free port); return the runner and the port."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+async def start_site(
+    app: web.Application, host: str, port: int, server: ServerConfig | None = None
+) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on host:port (0 picks a free port); return the runner and the port.
+
+    With ``server``, the listener has its limits (header and keep-alive timeouts, head
+    sizes, the drain deadline on shutdown): see :mod:`weaver.proxy.listener`.
+    """
+    if server is not None:
+        runner: web.AppRunner = EdgeRunner(app, server)
+    else:
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server  # aiohttp exposes the bound socket only here
-    sockets = getattr(server, "sockets", None) or []
+    bound = site._server  # aiohttp exposes the bound socket only here
+    sockets = getattr(bound, "sockets", None) or []
     return runner, sockets[0].getsockname()[1] if sockets else port
 
 
 async def serve(config: Config) -> None:
     """Serve ``config`` until SIGINT/SIGTERM, then shut down gracefully."""
     listen = config.server.listen
-    runner, port = await start_site(build_app(config), listen.host, listen.port)
+    runner, port = await start_site(build_app(config), listen.host, listen.port, config.server)
     print(f"weaver: serving on http://{listen.host}:{port}/", flush=True)  # noqa: T201
     try:
         await _until_signal()
@@ -96,7 +106,7 @@ async def demo(listen: str) -> None:
     try:
         config = demo_config(origin_port, listen)
         runner, port = await start_site(
-            build_app(config), config.server.listen.host, config.server.listen.port
+            build_app(config), config.server.listen.host, config.server.listen.port, config.server
         )
         try:
             host = config.server.listen.host

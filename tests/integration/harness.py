@@ -48,11 +48,14 @@ def html(text: str, **headers: str) -> web.Response:
 TOKEN = "test-publish-token"
 
 
-def weaver_config(origin_url: str, cache_dir: str, **route: object) -> Config:
+def weaver_config(
+    origin_url: str, cache_dir: str, server: Mapping[str, object] | None = None, **route: object
+) -> Config:
     route_table: dict[str, object] = {"path": "/", "origin": "shop", "fragment_timeout": "2s"}
     route_table.update(route)
     return build_config(
         {
+            "server": dict(server or {}),
             "session": {"publish_token": TOKEN, "secret": "test-secret", "listen": "127.0.0.1:0"},
             "cache": {"dir": cache_dir},
             "origin": [{"name": "shop", "url": origin_url}],
@@ -81,7 +84,10 @@ class Stack:
 
 @asynccontextmanager
 async def weaver_stack(
-    routes: Mapping[str, Handler], recorder: Recorder | None = None, **route: object
+    routes: Mapping[str, Handler],
+    recorder: Recorder | None = None,
+    server: Mapping[str, object] | None = None,
+    **route: object,
 ) -> AsyncIterator[Stack]:
     """Start an origin serving ``routes`` (any method) and Weaver in front of it."""
     origin = web.Application()
@@ -90,7 +96,7 @@ async def weaver_stack(
         origin.router.add_route("*", path, recording(rec, handler))
     with tempfile.TemporaryDirectory(prefix="weaver-cache-") as cache_dir:
         async with serve_app(origin) as origin_url:
-            config = weaver_config(origin_url, cache_dir, **route)
+            config = weaver_config(origin_url, cache_dir, server, **route)
             app = build_app(config)
             async with serve_app(app) as weaver_url:
                 yield Stack(weaver_url, origin_url, cache_dir, config, app)

@@ -20,6 +20,7 @@ from tests.servers import Handler, serve_app
 from weaver.config.load import build_config
 from weaver.proxy.app import build_app
 from weaver.proxy.edge import EDGE_KEY
+from weaver.proxy.listener import EdgeRunner
 
 VISITOR = {
     "Cookie": "sid=secret; weaver_session=abc.1.sig",
@@ -444,3 +445,100 @@ async def test_a_coalesced_follower_that_varies_gets_its_own_fetch() -> None:
             release.set()
     assert (en.result(), fr.result(), en2.result()) == ("hello en", "hello fr", "hello en")
     assert sorted(langs) == ["en", "fr"]  # en2 followed the leader; fr fetched its own
+
+
+async def test_a_page_of_10000_includes_makes_a_bounded_number_of_origin_requests() -> None:
+    rec = Recorder()
+    shell = "".join(f'<esi:include src="/f/{i}"/>' for i in range(10_000))
+    routes = {"/": page(shell), "/f/{n}": page("x")}
+    async with (
+        asyncio.timeout(60),
+        weaver_stack(routes, rec) as stack,
+        aiohttp.ClientSession() as client,
+    ):
+        async with client.get(stack.url + "/") as resp:
+            body = await resp.text()
+            timing = resp.headers["Server-Timing"]
+    # server.max_includes = 256: the rest get their fallback (a cut marker, no request).
+    assert len(rec.requests) == 1 + 256
+    assert body.startswith("x" * 256 + "<!-- weaver: fragment /f/256 cut (limit) -->")
+    assert len(timing) <= 2048
+
+
+async def test_a_self_including_fragment_costs_one_request_per_level() -> None:
+    rec = Recorder()
+    routes = {
+        "/": page('<esi:include src="/me"/>'),
+        "/me": page("me" + '<esi:include src="/me"/>' * 10),
+    }
+    async with (
+        asyncio.timeout(10),
+        weaver_stack(routes, rec) as stack,
+        aiohttp.ClientSession() as client,
+    ):
+        async with client.get(stack.url + "/") as resp:
+            assert resp.status == 200
+            assert (await resp.text()).startswith("me<!-- weaver: fragment /me cut (loop) -->")
+    assert rec.requests == ["/", "/me"]  # was 1,113 requests before loops were cut
+
+
+async def test_fragment_requests_per_page_view_are_bounded_across_nesting() -> None:
+    rec = Recorder()
+    # 20 + 20 * 20 distinct nested fragments = 420 requests wanted; the bound is 100 here.
+    shell = "".join(f'<esi:include src="/a/{i}"/>' for i in range(20))
+    leaf = "".join(f'<esi:include src="/b/{{n}}/{j}"/>' for j in range(20))
+
+    async def level_a(request: web.Request) -> web.Response:
+        return html(leaf.replace("{n}", request.match_info["n"]))
+
+    routes = {"/": page(shell), "/a/{n}": level_a, "/b/{n}/{m}": page("y")}
+    async with (
+        asyncio.timeout(20),
+        weaver_stack(routes, rec, {"max_fragment_requests": 100}) as stack,
+        aiohttp.ClientSession() as client,
+    ):
+        async with client.get(stack.url + "/") as resp:
+            assert resp.status == 200
+            body = await resp.text()
+    assert len(rec.requests) == 1 + 100
+    assert body.count("y") == 100 - 20 and "cut (limit)" in body
+
+
+async def test_a_slow_request_head_is_cut_at_the_header_timeout() -> None:
+    config = build_config(
+        {"server": {"header_timeout": "300ms"}, "cache": {"dir": ""}},
+        "<test>",
+    )
+    app = web.Application()
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/", ok)
+    runner = EdgeRunner(app, config.server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started
+    try:
+        async with asyncio.timeout(5):
+            # A whole request in time is answered, on the same connection twice.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(2):
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+            writer.close()
+            # A slowloris head, one byte at a time, is closed after the timeout.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for byte in b"GET / HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+                if reader.at_eof():
+                    break
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.02)  # the point of the test: a client this slow
+            assert await reader.read() == b""  # closed without an answer
+            assert loop.time() - started < 4
+            writer.close()
+    finally:
+        await runner.cleanup()

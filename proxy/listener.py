@@ -1,0 +1,96 @@
+"""The HTTP listener: aiohttp's server with the limits a public edge needs.
+
+aiohttp bounds the request line and each header field, closes idle keep-alive
+connections, and on shutdown waits for in-flight requests up to a deadline, then cancels
+them: those are configured from ``[server]``. It has no bound on how long a client may
+take to *send* a request head, so a slowloris client holds a connection for as long as
+the keep-alive timeout. :class:`_HeadTimedHandler` adds that bound: once the first byte
+of a request head arrives, the whole head must follow within ``server.header_timeout``
+or the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+from weaver.config.schema import ServerConfig
+
+log = logging.getLogger(__name__)
+
+
+class _HeadTimedHandler(RequestHandler):
+    """aiohttp's connection handler with a deadline on each request head."""
+
+    __slots__ = ("_head_timer", "_header_timeout_s")
+
+    def __init__(self, manager: Server, *, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout_s = header_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        requests_before = self._request_count
+        super().data_received(data)
+        if self._request_count > requests_before or self._upgraded:
+            self._stop_timer()  # a whole head arrived (or the connection was upgraded)
+        elif self._head_timer is None and not self._request_in_progress:
+            loop = asyncio.get_running_loop()
+            self._head_timer = loop.call_later(self._header_timeout_s, self._head_too_slow)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+    def _stop_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._request_in_progress or self._messages:
+            return  # the bytes were a body or a pipelined request: not a slow head
+        log.info("closing a connection whose request head took over %.1f s", self._header_timeout_s)
+        self.force_close()
+
+
+class _Server(Server):
+    def __init__(self, made: Server, header_timeout_s: float) -> None:
+        super().__init__(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
+        self._header_timeout_s = header_timeout_s
+
+    def __call__(self) -> RequestHandler:
+        return _HeadTimedHandler(
+            self, loop=self._loop, header_timeout_s=self._header_timeout_s, **self._kwargs
+        )
+
+
+class EdgeRunner(web.AppRunner):
+    """An AppRunner whose connections have the limits of ``server`` config."""
+
+    def __init__(self, app: web.Application, server: ServerConfig) -> None:
+        super().__init__(
+            app,
+            handler_cancellation=True,  # a client that leaves cancels the work for it
+            access_log=None,
+            keepalive_timeout=server.keepalive_timeout_s,
+            max_line_size=server.max_request_line_bytes,
+            max_field_size=server.max_header_bytes,
+            shutdown_timeout=server.drain_timeout_s,
+        )
+        self._header_timeout_s = server.header_timeout_s
+
+    async def _make_server(self) -> Server:
+        return _Server(await super()._make_server(), self._header_timeout_s)
