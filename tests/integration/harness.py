@@ -49,7 +49,7 @@ TOKEN = "test-publish-token"
 
 
 def weaver_config(
-    origin_url: str, cache_dir: str, server: Mapping[str, object] | None = None, **route: object
+    origin_url: str, cache_dir: str, *, server: Mapping[str, object] | None = None, **route: object
 ) -> Config:
     route_table: dict[str, object] = {"path": "/", "origin": "shop", "fragment_timeout": "2s"}
     route_table.update(route)
@@ -86,6 +86,7 @@ class Stack:
 async def weaver_stack(
     routes: Mapping[str, Handler],
     recorder: Recorder | None = None,
+    *,
     server: Mapping[str, object] | None = None,
     **route: object,
 ) -> AsyncIterator[Stack]:
@@ -96,7 +97,7 @@ async def weaver_stack(
         origin.router.add_route("*", path, recording(rec, handler))
     with tempfile.TemporaryDirectory(prefix="weaver-cache-") as cache_dir:
         async with serve_app(origin) as origin_url:
-            config = weaver_config(origin_url, cache_dir, server, **route)
+            config = weaver_config(origin_url, cache_dir, server=server, **route)
             app = build_app(config)
             async with serve_app(app) as weaver_url:
                 yield Stack(weaver_url, origin_url, cache_dir, config, app)

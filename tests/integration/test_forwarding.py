@@ -494,7 +494,7 @@ async def test_fragment_requests_per_page_view_are_bounded_across_nesting() -> N
     routes = {"/": page(shell), "/a/{n}": level_a, "/b/{n}/{m}": page("y")}
     async with (
         asyncio.timeout(20),
-        weaver_stack(routes, rec, {"max_fragment_requests": 100}) as stack,
+        weaver_stack(routes, rec, server={"max_fragment_requests": 100}) as stack,
         aiohttp.ClientSession() as client,
     ):
         async with client.get(stack.url + "/") as resp:
