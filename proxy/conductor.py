@@ -437,7 +437,8 @@ def fragment_key(url: str, sent: Mapping[str, str]) -> str:
     """A fragment's cache key: its URL and the (vary) headers it was fetched with."""
     parts = urlsplit(url)
     vary = sorted((name.lower(), value) for name, value in sent.items())
-    return cache_key("GET", parts.netloc, parts.path, parts.query, vary)
+    target = parts.path + ("?" + parts.query if parts.query else "")
+    return cache_key("GET", parts.netloc, target, vary, scheme=parts.scheme)
 
 
 def _is_fresh(manifest: Manifest) -> bool:

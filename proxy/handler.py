@@ -99,7 +99,7 @@ def origin_error_page(origin: OriginConfig, exc: OriginError) -> web.Response:
 
 def page_key(request: web.Request, route: RouteConfig) -> str:
     vary = request_vary_values(route.vary, (), request.headers)
-    return cache_key("GET", request.host, request.path, request.query_string, vary)
+    return cache_key("GET", request.host, request.rel_url.raw_path_qs, vary, scheme=request.scheme)
 
 
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
