@@ -14,7 +14,7 @@ import pytest
 from weaver.cache import manifest as manifests
 from weaver.cache.errors import BadPurge, DamagedBlob, StoreError
 from weaver.cache.manifest import Manifest
-from weaver.cache.purge import PurgeRequest, apply, parse_purge_body
+from weaver.cache.purge import PurgeRequest, UrlTarget, apply, parse_purge_body
 from weaver.cache.store import Store, digest_of
 
 
@@ -321,3 +321,19 @@ def test_a_good_purge_body() -> None:
     assert parse_purge_body(b'{"tags": ["a"], "prefix": "/p", "soft": true}') == PurgeRequest(
         tags=("a",), prefix="/p", is_soft=True
     )
+
+
+def test_purge_urls_are_normalised_as_requests_are() -> None:
+    assert parse_purge_body(
+        b'{"urls": ["https://Shop.Example:443/p/%7e?b=2&a=1#top", "/q/./r?x"]}'
+    ) == PurgeRequest(urls=(UrlTarget("shop.example", "/p/~?b=2&a=1"), UrlTarget(None, "/q/r?x")))
+
+
+async def test_purge_by_url_and_prefix_on_keys(store: Store) -> None:
+    for key in ("GET h/p|a=1", "GET h/p|a=2", "GET h:8080/p", "GET h/p?x", "GET h/shopping"):
+        await store.put(manifest(key), key.encode())
+    assert await apply(store, PurgeRequest(urls=(UrlTarget("h", "/p"),))) == 2
+    assert await apply(store, PurgeRequest(prefix="/shop")) == 0
+    assert await apply(store, PurgeRequest(urls=(UrlTarget(None, "/p"),), prefix="/p")) == 2
+    assert await store.keys() == ["GET h/shopping"]
+    assert await store.check() == []
