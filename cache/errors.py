@@ -24,3 +24,11 @@ class StoreError(CacheError):
 
 class BadPurge(CacheError):
     """A purge request is malformed; the message names the field."""
+
+
+class BadAuthority(CacheError):
+    """A ``Host`` header (or URL authority) that names no one host: the client's 400."""
+
+    def __init__(self, authority: str) -> None:
+        self.authority = authority
+        super().__init__(f"{authority!r} is not a valid host[:port]")

@@ -32,7 +32,11 @@ def unauthorized() -> web.Response:
 
 
 async def purge_handler(request: web.Request) -> web.Response:
-    """``POST /_weaver/purge`` ``{"keys"|"prefix"|"tags", "soft"?}`` → ``{"purged": n}``."""
+    """``POST /_weaver/purge`` ``{"urls"|"prefix"|"tags"|"keys", "soft"?}`` → ``{"purged": n}``.
+
+    See :mod:`weaver.cache.purge` for what each field names; a bad body is a 400 whose
+    ``error`` names the field.
+    """
     edge = request.app[EDGE_KEY]
     if not bearer_ok(request, edge.config.session.publish_token):
         return unauthorized()

@@ -159,13 +159,15 @@ def purge_command(config: Config, args: argparse.Namespace) -> int:
         body["prefix"] = args.prefix
     if args.key:
         body["keys"] = args.key
+    if args.url:
+        body["urls"] = args.url
     if args.soft:
         body["soft"] = True
-    if not (args.tag or args.prefix or args.key):
-        print("weaver purge: give --tag, --prefix or --key", file=sys.stderr)  # noqa: T201
+    if not (args.tag or args.prefix or args.key or args.url):
+        print("weaver purge: give --url, --prefix, --tag or --key", file=sys.stderr)  # noqa: T201
         return 2
-    url = args.url or f"http://{config.server.listen}/_weaver/purge"
-    return _post_json(url, body, args.token or config.session.publish_token)
+    endpoint = args.endpoint or f"http://{config.server.listen}/_weaver/purge"
+    return _post_json(endpoint, body, args.token or config.session.publish_token)
 
 
 def publish_command(config: Config, args: argparse.Namespace) -> int:
@@ -225,9 +227,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo_p.add_argument("--listen", default="127.0.0.1:8080")
     purge_p = commands.add_parser("purge", help="purge cached entries on a running server")
     purge_p.add_argument("--config", default="weaver.toml")
-    purge_p.add_argument("--url", help="the purge endpoint (default: server.listen)")
+    purge_p.add_argument("--endpoint", help="the purge endpoint (default: server.listen)")
+    purge_p.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        help="every stored variant of this URL (http://host/path?q, or /path?q on any host)",
+    )
+    purge_p.add_argument("--prefix", help="every path under this one, by segments")
     purge_p.add_argument("--tag", action="append", default=[])
-    purge_p.add_argument("--prefix")
     purge_p.add_argument("--key", action="append", default=[])
     purge_p.add_argument("--soft", action="store_true", help="mark stale instead of delete")
     purge_p.add_argument("--token", help="the publish token (default: the config's)")

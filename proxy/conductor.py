@@ -28,7 +28,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from weaver.cache import freshness as fresh
 from weaver.cache import manifest as manifests
 from weaver.cache.freshness import CacheState
-from weaver.cache.keys import cache_key, parse_vary, request_vary_values
+from weaver.cache.keys import cache_key, normalise_url, parse_vary, request_vary_values
 from weaver.cache.manifest import Manifest, freshness_of
 from weaver.cache.store import BlobWriter, Store
 from weaver.config.schema import Config, IncludeMode, OriginConfig, RouteConfig
@@ -379,6 +379,7 @@ class Weave:
         is_primary: bool,
     ) -> None:
         deadline = asyncio.get_running_loop().time() + plan.timeout_s
+        url = request_url(plan.src, url)
         headers = self._headers_for(url)
         key = fragment_key(url, headers, self.route.vary)
         if self.store is not None:
@@ -488,11 +489,25 @@ class Weave:
             await inner.drain()
 
 
+def request_url(src: str, url: str) -> str:
+    """``url`` in its normal form (RFC 3986 §6.2.2): what is fetched is what is keyed.
+
+    Raises:
+        FragmentError: ``url`` is not an http(s) URL with a valid host.
+    """
+    normal = normalise_url(url)
+    if normal is None:
+        raise FragmentError(src, "not a valid http(s) URL")
+    authority, target = normal
+    return f"{url.partition('://')[0].lower()}://{authority}{target}"
+
+
 def fragment_key(url: str, sent: Mapping[str, str], vary: tuple[str, ...]) -> str:
     """A fragment's cache key: its URL and the route's vary headers as sent."""
     parts = urlsplit(url)
     values = request_vary_values(vary, (), sent)
-    return cache_key("GET", parts.netloc, parts.path, parts.query, values)
+    target = parts.path + ("?" + parts.query if parts.query else "")
+    return cache_key("GET", parts.netloc, target, values, scheme=parts.scheme)
 
 
 def variant_of(sent: Mapping[str, str], vary_header: str | None) -> str:
@@ -535,7 +550,8 @@ async def fetch_suspense(
         OriginError: it could not be reached.
     """
     deadline = asyncio.get_running_loop().time() + plan.timeout_s
-    async with client.request("GET", plan.url, headers=headers, deadline=deadline) as resp:
+    url = request_url(plan.src, plan.url)
+    async with client.request("GET", url, headers=headers, deadline=deadline) as resp:
         if not 200 <= resp.status < 300:
             raise FragmentError(plan.src, f"answered {resp.status}")
         body = bytearray()

@@ -24,7 +24,14 @@ from multidict import CIMultiDict
 
 from weaver.cache import freshness as fresh
 from weaver.cache.freshness import CacheState
-from weaver.cache.keys import cache_key, key_prefix, parse_vary, request_vary_values
+from weaver.cache.keys import (
+    cache_key,
+    key_prefix,
+    normalise_authority,
+    normalise_target,
+    parse_vary,
+    request_vary_values,
+)
 from weaver.cache.manifest import Manifest, freshness_of
 from weaver.cache.store import Entry
 from weaver.config.schema import OriginConfig
@@ -80,10 +87,16 @@ def origin_error_page(origin: OriginConfig, exc: OriginError) -> web.Response:
 
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     edge = request.app[EDGE_KEY]
-    route = edge.config.route_for(request.path)
+    authority = normalise_authority(request.host, request.scheme)
+    if authority is None:
+        return error_page(400, "Bad Request", "The Host header is not a valid host[:port].")
+    # One normal form (RFC 3986 §6.2.2) is the route's path, the key and the origin's target.
+    target = normalise_target(request.rel_url.raw_path_qs)
+    path = target.partition("?")[0]
+    route = edge.config.route_for(path)
     if route is None:
-        return error_page(404, "Not Found", f"No route is configured for {request.path}.")
-    visit = visit_of(request, edge, route)
+        return error_page(404, "Not Found", f"No route is configured for {path}.")
+    visit = visit_of(request, edge, route, authority, target)
     try:
         if request.method not in _SAFE_METHODS:
             return await _unsafe(visit)
@@ -95,16 +108,9 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
         return origin_error_page(visit.origin, exc)
 
 
-def _target(request: web.Request) -> str:
-    """The request target as the origin gets it, and as the cache key holds it."""
-    return request.raw_path
-
-
 def page_key(visit: Visit) -> str:
-    request = visit.request
-    path, _, query = _target(request).partition("?")
-    vary = request_vary_values(visit.route.vary, (), request.headers)
-    return cache_key("GET", request.host, path, query, vary)
+    vary = request_vary_values(visit.route.vary, (), visit.request.headers)
+    return cache_key("GET", visit.authority, visit.target, vary)
 
 
 def _sent_headers(visit: Visit, *, for_fill: bool) -> CIMultiDict[str]:
@@ -120,7 +126,7 @@ def _plan(visit: Visit, *, key: str, stale: Manifest | None = None) -> FillPlan:
     return FillPlan(
         key=key,
         method="HEAD" if request.method == "HEAD" else "GET",
-        url=visit.origin.url + _target(request),
+        url=visit.origin.url + visit.target,
         headers=headers,
         fragment_headers=_fragment_headers(headers),
         route=visit.route,
@@ -306,7 +312,7 @@ async def _unsafe(visit: Visit) -> web.StreamResponse:
     Content-Length); a success invalidates what they name (RFC 9111 §4.4) as soon as its
     status is known, so a client that leaves at once does not keep stale entries."""
     request, edge = visit.request, visit.edge
-    url = visit.origin.url + _target(request)
+    url = visit.origin.url + visit.target
     headers = visitor_headers(request.headers, visit.peer, for_fill=False)
     if visit.origin.preserve_host:
         headers["Host"] = request.host
@@ -316,7 +322,7 @@ async def _unsafe(visit: Visit) -> web.StreamResponse:
             request.method, resp.status, str(request.url), resp.headers
         )
         if edge.store is not None and targets:
-            await _invalidate(edge, request.host, targets)
+            await _invalidate(edge, visit.authority, targets)
         response_headers = strip_hop_by_hop(resp.headers)
         response_headers["X-Weaver-Cache"] = "BYPASS"
         response = web.StreamResponse(status=resp.status, headers=response_headers)
@@ -333,7 +339,7 @@ async def _invalidate(edge: Edge, host: str, targets: list[str]) -> None:
     """RFC 9111 §4.4: drop every stored variant of each target path."""
     assert edge.store is not None
     for target in targets:
-        path = urlsplit(target).path or "/"
+        path = normalise_target(urlsplit(target).path or "/")
         prefix = key_prefix(host, path)
         for key in await edge.store.keys():
             rest = key[len(prefix) :]

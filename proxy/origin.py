@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from weaver.config.schema import Config
 from weaver.proxy.errors import OriginError
@@ -122,7 +123,11 @@ class OriginClient:
         try:
             async with asyncio.timeout_at(limit):
                 response = await self._session.request(
-                    method, url, headers=headers, data=body, allow_redirects=False
+                    method,
+                    URL(url, encoded=True),  # already normal: sent exactly as keyed
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
                 )
         except TimeoutError:
             if is_deadline:

@@ -38,9 +38,13 @@ class Visit:
     route: RouteConfig
     origin: OriginConfig
     peer: Peer
+    authority: str  # the normalised Host
+    target: str  # the normalised request target: the origin's, and the cache key's
 
 
-def visit_of(request: web.Request, edge: Edge, route: RouteConfig) -> Visit:
+def visit_of(
+    request: web.Request, edge: Edge, route: RouteConfig, authority: str, target: str
+) -> Visit:
     address = request.remote or ""
     peer = Peer(
         address=address,
@@ -48,7 +52,7 @@ def visit_of(request: web.Request, edge: Edge, route: RouteConfig) -> Visit:
         host=request.host,
         is_trusted=is_trusted(address, edge.config.server.trusted_proxies),
     )
-    return Visit(request, edge, route, edge.config.origin(route.origin), peer)
+    return Visit(request, edge, route, edge.config.origin(route.origin), peer, authority, target)
 
 
 def open_session(

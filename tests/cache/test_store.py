@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from weaver.cache import manifest as manifests
-from weaver.cache.errors import BadPurge, StoreError
+from weaver.cache.errors import BadPurge, DamagedBlob, StoreError
 from weaver.cache.manifest import Manifest
-from weaver.cache.purge import PurgeRequest, apply, parse_purge_body
-from weaver.cache.store import Store
+from weaver.cache.purge import PurgeRequest, UrlTarget, apply, parse_purge_body
+from weaver.cache.store import Store, digest_of
 
 
 def manifest(key: str, *, tags: tuple[str, ...] = ()) -> Manifest:
@@ -116,6 +117,132 @@ async def test_a_blob_damaged_on_disk_is_a_miss_and_removed(tmp_path: Path, size
         assert await store.keys() == []
 
 
+def damage_in_place(path: Path) -> None:
+    """Flip one byte in the middle; keep the size and put the old mtime back (os.utime)."""
+    before = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(before.st_size // 2)
+        byte = handle.read(1)
+        handle.seek(before.st_size // 2)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def past_ctime_tick(path: Path, probe: Path) -> None:
+    """Wait until the file system's clock is past ``path``'s ctime (a tick is 1-10 ms).
+
+    A write in the tick of the verification could leave ctime as it was; the store
+    never trusts such a fingerprint with its real clock, but these tests move its clock
+    on, so they wait here for the tick: on an event (a new ctime), not for a duration.
+    """
+    ctime_ns = path.stat().st_ctime_ns
+    while True:
+        probe.touch()
+        if probe.stat().st_ctime_ns > ctime_ns:
+            return
+
+
+def clock_ahead() -> int:
+    return time.time_ns() + 60 * 10**9  # every blob file looks old: fingerprints trusted
+
+
+async def stream(store: Store, key: str, start: int = 0, end: int | None = None) -> bytes:
+    entry = await store.get(key)
+    assert entry is not None
+    return b"".join([chunk async for chunk in entry.body(start=start, end=end)])
+
+
+@pytest.mark.parametrize("size", [100_000, 2 * 1024 * 1024])  # read whole / streamed
+async def test_a_blob_damaged_after_it_was_verified_is_a_miss_even_with_its_mtime_back(
+    tmp_path: Path, size: int
+) -> None:
+    body = os.urandom(size)
+    async with Store(
+        str(tmp_path), max_size_bytes=10**9, memory_max_bytes=0, clock_ns=clock_ahead
+    ) as store:
+        await store.put(manifest("GET h/a"), body)
+        path = blob_file(tmp_path)
+        for _ in range(2):  # verified, then served on its fingerprint
+            assert await stream(store, "GET h/a") == body
+        past_ctime_tick(path, tmp_path / "probe")
+        damage_in_place(path)
+        assert await store.get("GET h/a") is None
+        assert await store.keys() == [] and not path.exists()
+        assert await store.check() == []
+
+
+async def test_a_range_of_a_blob_damaged_after_get_is_refused_before_any_byte(
+    tmp_path: Path,
+) -> None:
+    body = os.urandom(2 * 1024 * 1024)
+    async with Store(str(tmp_path), max_size_bytes=10**9, clock_ns=clock_ahead) as store:
+        await store.put(manifest("GET h/a"), body)
+        assert await stream(store, "GET h/a", 1000, 70_000) == body[1000:70_000]
+        entry = await store.get("GET h/a")
+        assert entry is not None
+        path = blob_file(tmp_path)
+        past_ctime_tick(path, tmp_path / "probe")
+        damage_in_place(path)
+        got: list[bytes] = []
+        with pytest.raises(DamagedBlob):
+            async for chunk in entry.body(start=1000, end=70_000):
+                got.append(chunk)
+        assert got == []
+        assert await store.get("GET h/a") is None
+        assert await store.keys() == [] and not path.exists()
+        assert await store.check() == []
+
+
+async def test_a_blob_damaged_while_it_streams_never_gives_its_last_chunk(tmp_path: Path) -> None:
+    body = os.urandom(2 * 1024 * 1024)
+    async with Store(str(tmp_path), max_size_bytes=10**9, clock_ns=clock_ahead) as store:
+        await store.put(manifest("GET h/a"), body)
+        assert await stream(store, "GET h/a") == body
+        entry = await store.get("GET h/a")
+        assert entry is not None
+        path = blob_file(tmp_path)
+        past_ctime_tick(path, tmp_path / "probe")
+        got = bytearray()
+        with pytest.raises(DamagedBlob, match="changed while it was read"):
+            async for chunk in entry.body(64 * 1024):
+                if not got:
+                    damage_in_place(path)  # the middle is read later
+                got += chunk
+        assert len(got) < len(body)
+        assert await store.get("GET h/a") is None
+        assert await store.check() == []
+
+
+async def test_a_touched_but_intact_blob_streams_whole(tmp_path: Path) -> None:
+    body = os.urandom(2 * 1024 * 1024)
+    async with Store(str(tmp_path), max_size_bytes=10**9, clock_ns=clock_ahead) as store:
+        await store.put(manifest("GET h/a"), body)
+        entry = await store.get("GET h/a")
+        assert entry is not None
+        path = blob_file(tmp_path)
+        past_ctime_tick(path, tmp_path / "probe")
+        got = bytearray()
+        async for chunk in entry.body(64 * 1024):
+            if not got:
+                os.utime(path)  # a new ctime, the same bytes: re-hashed, not dropped
+            got += chunk
+        assert got == body
+        assert await stream(store, "GET h/a") == body
+
+
+async def test_the_memory_tier_serves_the_bytes_it_verified_and_check_finds_the_disk_damage(
+    tmp_path: Path,
+) -> None:
+    body = os.urandom(100_000)
+    async with Store(str(tmp_path), max_size_bytes=10**9) as store:
+        await store.put(manifest("GET h/a"), body)
+        damage_in_place(blob_file(tmp_path))
+        assert await stream(store, "GET h/a") == body  # the memory copy, never the disk's
+        assert await store.check() == [f"GET h/a: blob {digest_of(body)} damaged"]
+
+
 async def test_a_garbled_manifest_is_a_miss(store: Store) -> None:
     await store.put(manifest("GET h/a"), b"body")
     db = store._db
@@ -194,3 +321,19 @@ def test_a_good_purge_body() -> None:
     assert parse_purge_body(b'{"tags": ["a"], "prefix": "/p", "soft": true}') == PurgeRequest(
         tags=("a",), prefix="/p", is_soft=True
     )
+
+
+def test_purge_urls_are_normalised_as_requests_are() -> None:
+    assert parse_purge_body(
+        b'{"urls": ["https://Shop.Example:443/p/%7e?b=2&a=1#top", "/q/./r?x"]}'
+    ) == PurgeRequest(urls=(UrlTarget("shop.example", "/p/~?b=2&a=1"), UrlTarget(None, "/q/r?x")))
+
+
+async def test_purge_by_url_and_prefix_on_keys(store: Store) -> None:
+    for key in ("GET h/p|a=1", "GET h/p|a=2", "GET h:8080/p", "GET h/p?x", "GET h/shopping"):
+        await store.put(manifest(key), key.encode())
+    assert await apply(store, PurgeRequest(urls=(UrlTarget("h", "/p"),))) == 2
+    assert await apply(store, PurgeRequest(prefix="/shop")) == 0
+    assert await apply(store, PurgeRequest(urls=(UrlTarget(None, "/p"),), prefix="/p")) == 2
+    assert await store.keys() == ["GET h/shopping"]
+    assert await store.check() == []

@@ -49,13 +49,13 @@ TOKEN = "test-publish-token"
 
 
 def weaver_config(
-    origin_url: str, cache_dir: str, *, server: Mapping[str, object] | None = None, **route: object
+    origin_url: str, cache_dir: str, *, server: object = None, **route: object
 ) -> Config:
     route_table: dict[str, object] = {"path": "/", "origin": "shop", "fragment_timeout": "2s"}
     route_table.update(route)
     return build_config(
         {
-            "server": dict(server or {}),
+            "server": dict(server) if isinstance(server, Mapping) else {},
             "session": {"publish_token": TOKEN, "secret": "test-secret", "listen": "127.0.0.1:0"},
             "cache": {"dir": cache_dir},
             "origin": [{"name": "shop", "url": origin_url}],
@@ -87,7 +87,7 @@ async def weaver_stack(
     routes: Mapping[str, Handler],
     recorder: Recorder | None = None,
     *,
-    server: Mapping[str, object] | None = None,
+    server: object = None,  # a Mapping of [server] settings (object: **route passes through)
     **route: object,
 ) -> AsyncIterator[Stack]:
     """Start an origin serving ``routes`` (any method) and Weaver in front of it."""

@@ -124,7 +124,7 @@ async def test_purge_from_the_command_line_reaches_the_running_server(tmp_path: 
                     "purge",
                     "--config",
                     str(config),
-                    "--url",
+                    "--endpoint",
                     url + "/_weaver/purge",
                     "--tag",
                     "home",
@@ -133,6 +133,28 @@ async def test_purge_from_the_command_line_reaches_the_running_server(tmp_path: 
                 )
                 out, _ = await asyncio.wait_for(purge.communicate(), 30)
                 assert purge.returncode == 0
+                assert '"purged":1' in out.decode().replace(" ", "")
+                for expected in ("MISS", "HIT"):
+                    async with client.get(url + "/") as resp:
+                        assert resp.headers["X-Weaver-Cache"] == expected
+                by_url = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "weaver.proxy.cli",
+                    "purge",
+                    "--config",
+                    str(config),
+                    "--endpoint",
+                    url + "/_weaver/purge",
+                    "--url",
+                    url + "/",
+                    "--url",
+                    "/nothing/here",
+                    stdout=asyncio.subprocess.PIPE,
+                    env={**_env(), **env_token},
+                )
+                out, _ = await asyncio.wait_for(by_url.communicate(), 30)
+                assert by_url.returncode == 0
                 assert '"purged":1' in out.decode().replace(" ", "")
                 async with client.get(url + "/") as resp:
                     assert resp.headers["X-Weaver-Cache"] == "MISS"
@@ -143,7 +165,7 @@ async def test_purge_from_the_command_line_reaches_the_running_server(tmp_path: 
                     "purge",
                     "--config",
                     str(config),
-                    "--url",
+                    "--endpoint",
                     url + "/_weaver/purge",
                     "--tag",
                     "home",

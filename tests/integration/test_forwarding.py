@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from tests.integration.harness import Recorder, html, recording, weaver_stack
 from tests.servers import Handler, serve_app
@@ -542,3 +543,29 @@ async def test_a_slow_request_head_is_cut_at_the_header_timeout() -> None:
             writer.close()
     finally:
         await runner.cleanup()
+
+
+async def test_targets_that_differ_for_the_origin_never_share_an_entry() -> None:
+    async def echo(request: web.Request) -> web.Response:
+        return html(request.raw_path, **{"Cache-Control": "max-age=60"})
+
+    async with (
+        asyncio.timeout(10),
+        weaver_stack({"/{tail:.*}": echo}) as stack,
+        aiohttp.ClientSession() as client,
+    ):
+
+        async def get(target: str, **headers: str) -> tuple[int, str, str]:
+            url = URL(stack.url + target, encoded=True)  # sent exactly as written
+            async with client.get(url, headers=headers) as resp:
+                return resp.status, await resp.text(), resp.headers.get("X-Weaver-Cache", "")
+
+        for target in ("/p%2Fq", "/p/q", "/caf%E9", "/caf%E8"):
+            assert (await get(target))[:2] == (200, target)
+        for target in ("/p%2Fq", "/caf%E9"):
+            assert await get(target) == (200, target, "HIT")  # its own entry, not the other
+        # Escapes of unreserved characters name one resource: one entry, one target.
+        assert await get("/%7Euser") == (200, "/~user", "MISS")
+        assert await get("/~user") == (200, "/~user", "HIT")
+        for bad in ("h:8080:80", "h:abc", "h:99999"):
+            assert (await get("/p/q", Host=bad))[0] == 400, bad
