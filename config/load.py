@@ -262,6 +262,7 @@ def _load_route(r: _Reader, problems: list[ConfigProblem]) -> RouteConfig:
         vary=tuple(h.lower() for h in r.strings("vary")),
         tags=r.strings("tags"),
         includes=tuple(rules),
+        is_upgrade_allowed=r.get("websocket", bool, d.is_upgrade_allowed),
     )
 
 

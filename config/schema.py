@@ -89,6 +89,9 @@ class RouteConfig:
     vary: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     includes: tuple[IncludeRule, ...] = ()
+    # Proxy the app's own Upgrade requests (its WebSockets) to the origin as a byte stream;
+    # false refuses them with 403.
+    is_upgrade_allowed: bool = True
 
     def rule_for(self, src: str) -> IncludeRule | None:
         """The first include rule whose pattern matches ``src``, if any."""
