@@ -34,6 +34,8 @@ from weaver.proxy.includes import IncludePlan, fragment_request_headers
 from weaver.proxy.origin import strip_hop_by_hop
 from weaver.proxy.paint import Fill, FillFailed, FollowerLagged, Head
 from weaver.proxy.replay import replay
+from weaver.proxy.upgrade import proxy_upgrade
+from weaver.proxy.upgrade_head import is_upgrade_request
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,8 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     if route is None:
         return error_page(404, "Not Found", f"No route is configured for {request.path}.")
     origin = edge.config.origin(route.origin)
+    if is_upgrade_request(request.headers):  # the app's own WebSockets: a byte stream
+        return await proxy_upgrade(request, edge, route, origin)
     try:
         if request.method not in _SAFE_METHODS:
             return await _unsafe(request, edge, origin)
