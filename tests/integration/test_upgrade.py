@@ -14,8 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from tests.integration.harness import Recorder, Stack, weaver_config, weaver_stack
+from tests.integration.harness import TOKEN, Recorder, Stack, weaver_config, weaver_stack
 from tests.servers import Handler, serve_app
+from weaver.config.load import build_config
 from weaver.proxy.app import build_app
 
 TIMEOUT_S = 20
@@ -269,3 +270,96 @@ async def test_unreachable_origin_answers_the_upgrade_with_502() -> None:
                 async with client.get(url + "/ws/echo", headers=UPGRADE_HEADERS) as resp:
                     assert resp.status == 502
                     assert 'the origin "shop"' in await resp.text()
+
+
+@asynccontextmanager
+async def raw_origin(answer: bytes | None, *, hangs_up: bool) -> AsyncIterator[str]:
+    """An origin that reads a request head, sends ``answer`` (or nothing), then hangs up
+    or waits for Weaver to."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if answer is not None:
+            writer.write(answer)
+            await writer.drain()
+        if not hangs_up:
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def weaver_before(origin_url: str, **server: object) -> AsyncIterator[str]:
+    with tempfile.TemporaryDirectory(prefix="weaver-cache-") as cache_dir:
+        config = build_config(
+            {
+                "server": server,
+                "session": {"publish_token": TOKEN, "secret": "s", "listen": "127.0.0.1:0"},
+                "cache": {"dir": cache_dir},
+                "origin": [{"name": "shop", "url": origin_url}],
+                "route": [{"path": "/", "origin": "shop"}],
+            },
+            "<test>",
+        )
+        async with serve_app(build_app(config)) as url:
+            yield url
+
+
+@pytest.mark.parametrize(
+    ("answer", "hangs_up", "status", "reason"),
+    [
+        (b"HTTP/1.1 101 OK\r\nX: " + b"a" * 70_000, False, 502, "over 65536 bytes"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", False, 502, "malformed response head"),
+        (b"HTTP/1.1 101 Switching", True, 502, "closed the connection without an answer"),
+        (None, False, 504, "no answer to the upgrade in time"),
+    ],
+)
+async def test_an_origin_answering_the_upgrade_badly_gets_the_client_a_gateway_error(
+    answer: bytes | None, hangs_up: bool, status: int, reason: str
+) -> None:
+    async with asyncio.timeout(TIMEOUT_S), raw_origin(answer, hangs_up=hangs_up) as origin_url:
+        async with weaver_before(origin_url, read_timeout="200ms") as url:
+            async with aiohttp.ClientSession() as client:
+                async with client.get(url + "/ws", headers=UPGRADE_HEADERS) as resp:
+                    assert resp.status == status
+                    assert reason in await resp.text()
+
+
+async def test_any_other_protocol_is_spliced_byte_for_byte_both_ways() -> None:
+    """Not a WebSocket: aiohttp's parser does not switch for it, Weaver still does."""
+    head_seen: list[bytes] = []
+    origin_saw_eof = asyncio.Event()
+    switched = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo/1\r\n\r\n"
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head_seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(switched + b"greeting\r\n\r\n")
+        while data := await reader.read(65536):
+            writer.write(data[::-1])
+            await writer.drain()
+        origin_saw_eof.set()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with asyncio.timeout(TIMEOUT_S), server:
+        origin_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with weaver_before(origin_url) as url:
+            host, port = url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                f"GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n"
+                "Upgrade: echo/1\r\n\r\n".encode()
+            )
+            assert await reader.readexactly(len(switched)) == switched
+            assert await reader.readexactly(12) == b"greeting\r\n\r\n"
+            writer.write(b"GET / HTTP/1.1\r\n\r\n")  # not HTTP any more: bytes for the origin
+            assert await reader.readexactly(18) == b"\n\r\n\r1.1/PTTH / TEG"
+            writer.close()
+            await writer.wait_closed()
+            await origin_saw_eof.wait()
+    assert head_seen[0].startswith(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n" in head_seen[0]
