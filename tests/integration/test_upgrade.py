@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ssl
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -363,3 +366,45 @@ async def test_any_other_protocol_is_spliced_byte_for_byte_both_ways() -> None:
             await origin_saw_eof.wait()
     assert head_seen[0].startswith(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:")
     assert b"\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n" in head_seen[0]
+
+
+@pytest.fixture
+def tls_origin_cert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A self-signed certificate for 127.0.0.1 that Weaver's default context trusts
+    (through SSL_CERT_FILE); returns the origin's server context."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    command = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1"
+    command += " -addext subjectAltName=IP:127.0.0.1"
+    subprocess.run(
+        [*command.split(), "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_an_https_origins_websocket_is_reached_over_tls(
+    tls_origin_cert: ssl.SSLContext,
+) -> None:
+    origin = Origin()
+    app = web.Application()
+    app.router.add_get("/ws/echo", origin.echo)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls_origin_cert)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        async with asyncio.timeout(TIMEOUT_S), weaver_before(f"https://127.0.0.1:{port}") as url:
+            async with (
+                aiohttp.ClientSession() as client,
+                client.ws_connect(url.replace("http://", "ws://") + "/ws/echo") as ws,
+            ):
+                await ws.send_str("over tls")
+                assert await ws.receive_str() == "over tls"
+            await origin.closed.wait()
+    finally:
+        await runner.cleanup()
