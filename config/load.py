@@ -338,6 +338,7 @@ def _load_route(r: _Reader, problems: list[ConfigProblem]) -> RouteConfig:
         includes=tuple(rules),
         shared=r.get("shared", bool, d.shared),
         store_set_cookie=r.get("store_set_cookie", bool, d.store_set_cookie),
+        is_upgrade_allowed=r.get("websocket", bool, d.is_upgrade_allowed),
     )
 
 

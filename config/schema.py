@@ -115,6 +115,9 @@ class RouteConfig:
     shared: bool = False
     # True: a response with Set-Cookie may be stored (without its Set-Cookie).
     store_set_cookie: bool = False
+    # Proxy the app's own Upgrade requests (its WebSockets) to the origin as a byte stream;
+    # false refuses them with 403.
+    is_upgrade_allowed: bool = True
 
     def rule_for(self, src: str) -> IncludeRule | None:
         """The first include rule whose pattern matches ``src``, if any."""

@@ -13,7 +13,6 @@ request on an ordinary route, the page's canonical request on a ``shared`` one.
 from __future__ import annotations
 
 import dataclasses
-import html
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -34,7 +33,6 @@ from weaver.cache.keys import (
 )
 from weaver.cache.manifest import Manifest, freshness_of
 from weaver.cache.store import Entry
-from weaver.config.schema import OriginConfig
 from weaver.proxy.conductor import variant_of
 from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.errors import OriginError
@@ -45,8 +43,11 @@ from weaver.proxy.forwarding import (
     strip_hop_by_hop,
     visitor_headers,
 )
+from weaver.proxy.pages import error_page, origin_error_page
 from weaver.proxy.paint import Fill, FillFailed, FollowerLagged, Head
 from weaver.proxy.replay import private_downstream, replay
+from weaver.proxy.upgrade import proxy_upgrade
+from weaver.proxy.upgrade_head import is_upgrade_request
 from weaver.proxy.visitor import (
     Visit,
     add_slots,
@@ -63,28 +64,6 @@ _SAFE_METHODS = ("GET", "HEAD")
 FILL_BUFFER_BYTES = 4 * 1024 * 1024
 
 
-def error_page(status: int, title: str, detail: str) -> web.Response:
-    """A short, clear HTML page; never a traceback (details go to the log)."""
-    body = (
-        "<!doctype html><html><head><meta charset=utf-8>"
-        f"<title>{status} {html.escape(title)}</title></head><body>"
-        f"<h1>{status} {html.escape(title)}</h1><p>{html.escape(detail, quote=False)}</p>"
-        "<hr><p>Weaver</p></body></html>"
-    )
-    return web.Response(
-        status=status,
-        text=body,
-        content_type="text/html",
-        headers={"X-Weaver-Cache": "BYPASS", "Cache-Control": "no-store"},
-    )
-
-
-def origin_error_page(origin: OriginConfig, exc: OriginError) -> web.Response:
-    title = "Gateway Timeout" if exc.status == 504 else "Bad Gateway"
-    detail = f'Weaver could not get an answer from the origin "{origin.name}" ({exc.reason}).'
-    return error_page(exc.status, title, detail)
-
-
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     edge = request.app[EDGE_KEY]
     authority = normalise_authority(request.host, request.scheme)
@@ -97,6 +76,8 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     if route is None:
         return error_page(404, "Not Found", f"No route is configured for {path}.")
     visit = visit_of(request, edge, route, authority, target)
+    if is_upgrade_request(request.headers):  # the app's own WebSockets: a byte stream
+        return await proxy_upgrade(request, edge, route, visit.origin)
     try:
         if request.method not in _SAFE_METHODS:
             return await _unsafe(visit)

@@ -42,16 +42,20 @@ class Visit:
     target: str  # the normalised request target: the origin's, and the cache key's
 
 
-def visit_of(
-    request: web.Request, edge: Edge, route: RouteConfig, authority: str, target: str
-) -> Visit:
+def peer_of(request: web.Request, edge: Edge) -> Peer:
     address = request.remote or ""
-    peer = Peer(
+    return Peer(
         address=address,
         scheme=request.scheme,
         host=request.host,
         is_trusted=is_trusted(address, edge.config.server.trusted_proxies),
     )
+
+
+def visit_of(
+    request: web.Request, edge: Edge, route: RouteConfig, authority: str, target: str
+) -> Visit:
+    peer = peer_of(request, edge)
     return Visit(request, edge, route, edge.config.origin(route.origin), peer, authority, target)
 
 

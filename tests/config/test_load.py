@@ -40,6 +40,7 @@ include_mode = "blocking"
 fragment_timeout = "500ms"
 vary = ["Accept-Language"]
 tags = ["shop"]
+websocket = false
 
 [[route.include]]
 src = "/recommendations*"
@@ -77,6 +78,7 @@ def test_every_design_key_loads_into_typed_values(tmp_path: Path) -> None:
     assert route.fragment_timeout_s == 0.5
     assert route.vary == ("accept-language",)
     assert route.tags == ("shop",)
+    assert route.is_upgrade_allowed is False
     rule = route.rule_for("/recommendations/42")
     assert rule is not None and rule.mode is IncludeMode.SUSPENSE and rule.timeout_s == 2.0
     assert route.rule_for("/header") is None
@@ -140,6 +142,11 @@ def test_renamed_key_names_its_new_name() -> None:
         ("[cache]\nmax_size='lots'", 'cache.max_size: "lots" is not a size'),
         ("[bus]\nurl='amqp://x'", 'bus.url: "amqp://x" is not a bus URL'),
         ("route = 3", "route: expected an array; got 3"),
+        (
+            "[[origin]]\nname='a'\nurl='http://a:1'\n[[route]]\npath='/'\norigin='a'\n"
+            "websocket='no'",
+            'route[0].websocket: expected true or false; got "no"',
+        ),
         (
             "[[origin]]\nname='a'\nurl='http://a:1'\n[[origin]]\nname='a'\nurl='http://b:1'",
             'origin[1].name: "a" names an earlier origin too',
@@ -225,3 +232,17 @@ def test_bad_session_origins_and_bounds_are_each_named() -> None:
         'w.toml: session.max_channel_bytes: expected an integer; got "big"',
         "w.toml: session.max_subscriptions: must be 1..100000; got 0 (try 64)",
     ]
+
+
+def test_routes_proxy_upgrade_requests_unless_told_not_to() -> None:
+    config = build_config(
+        {
+            "origin": [{"name": "o", "url": "http://127.0.0.1:1"}],
+            "route": [
+                {"path": "/", "origin": "o"},
+                {"path": "/x", "origin": "o", "websocket": False},
+            ],
+        },
+        "w.toml",
+    )
+    assert [r.is_upgrade_allowed for r in config.routes] == [True, False]
