@@ -20,11 +20,16 @@ Decisions, checked against Varnish's ESI parser and its tests (``e00001``, ``e00
   included, as Varnish does; inside ``esi:remove`` it is dropped with the rest, and a
   ``</esi:remove>`` inside it does not end the removal. It also hides a
   ``</weaver-include>`` inside a fallback. An unterminated CDATA runs to the end.
+- An HTML comment (``<!-- … -->``) is opaque in the same way, as in Varnish: a commented-out
+  ``<esi:include>`` is not fetched, and a ``</esi:remove>`` in a comment inside
+  ``esi:remove`` does not end it. ``<!--->`` and ``<!-->`` are whole comments (HTML5). Only
+  ``<!--esi … -->`` is processed (ESI 1.0 §3.7): its markers are dropped, its content
+  scanned.
 - Nothing in the ``esi:`` namespace is ever passed through as text. Elements Weaver does
   not implement (``esi:vars``, ``esi:try``, ``esi:incl``…) and malformed ones lose their
   tags (start, end or empty) and keep their content, as in Varnish: ``<esi:vars>`` content
-  passes with its ``$(VAR)`` references unexpanded. A malformed esi tag is dropped up to
-  its first ``>``; one without any ``>`` within the bound loses its ``<esi:name``. An
+  passes with its ``$(VAR)`` references unexpanded. A malformed esi tag is dropped through
+  its first ``>``, or up to the next ``<``, or else to the bound or the end. An
   ``esi:include`` without ``src`` is dropped, as is a ``</esi:include>`` that does not
   directly follow an ``<esi:include …>``. An ``esi:remove`` never closed removes to the end.
   Each drop is counted in :attr:`Scanner.dropped` (see :class:`Drop`) so the caller can log
@@ -49,16 +54,19 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_DROP_KINDS = 32  # distinct entries in Scanner.dropped; more are counted under "esi:*"
 
 _CDATA_OPEN = b"<![CDATA["
-_CDATA_CLOSE = b"]]>"
 _CDATA = rb"(?-i:!\[CDATA\[)"  # XML: case-sensitive, unlike the tag names
+_COMMENT = rb"!--(?:esi)?"  # an HTML comment, or an ESI one (ESI 1.0 §3.7)
+_OPAQUE_ENDS = {b"<![cdata[": b"]]>", b"<!--": b"-->"}
 
 # Where markup may start. Searched by the regex engine, so plain HTML costs one C loop (as
 # long as every branch sits under the one leading "<": a top-level "|" costs a third).
-_START = re.compile(rb"<(?:/?esi:|!--esi|/?weaver-|" + _CDATA + rb")", re.IGNORECASE)
-_START_IN_COMMENT = re.compile(rb"<(?:/?esi:|!--esi|/?weaver-|" + _CDATA + rb")|-->", re.IGNORECASE)
+_START = re.compile(rb"<(?:/?esi:|" + _COMMENT + rb"|/?weaver-|" + _CDATA + rb")", re.I)
+_START_IN_COMMENT = re.compile(
+    rb"<(?:/?esi:|" + _COMMENT + rb"|/?weaver-|" + _CDATA + rb")|-->", re.I
+)
 # Inside esi:remove only its end matters, and what could hide it or end an ESI comment.
-_IN_REMOVE = re.compile(rb"<(?:/esi:|!--esi|" + _CDATA + rb")", re.IGNORECASE)
-_IN_REMOVE_IN_COMMENT = re.compile(rb"<(?:/esi:|!--esi|" + _CDATA + rb")|-->", re.IGNORECASE)
+_IN_REMOVE = re.compile(rb"<(?:/esi:|" + _COMMENT + rb"|" + _CDATA + rb")", re.I)
+_IN_REMOVE_IN_COMMENT = re.compile(rb"<(?:/esi:|" + _COMMENT + rb"|" + _CDATA + rb")|-->", re.I)
 _PREFIXES = (b"<esi:", b"</esi:", b"<!--esi", b"<weaver-", b"</weaver-", b"<![cdata[", b"-->")
 _LONGEST_PREFIX = max(map(len, _PREFIXES))
 
@@ -73,7 +81,7 @@ _ATTR = re.compile(
 )
 _ESI_NAME = re.compile(rb"<(/?esi:[a-z-]*)", re.IGNORECASE)
 _TAG_STOP = re.compile(rb"[<>]")
-_FALLBACK_TOKEN = re.compile(rb"<(?:/weaver-include\s*>|" + _CDATA + rb")", re.IGNORECASE)
+_FALLBACK_TOKEN = re.compile(rb"<(?:/weaver-include\s*>|!--|" + _CDATA + rb")", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +165,7 @@ class Scanner:
         self._held = b""
         self._in_esi_comment = False
         self._in_remove = False
-        self._in_cdata = False
+        self._opaque_end: bytes | None = None  # inside CDATA or an HTML comment: its end
         self._is_include_open = False  # just after <esi:include …>: </esi:include> may follow
         self._includes = 0
         self._dropped: dict[Drop, int] = {}
@@ -197,8 +205,8 @@ class Scanner:
         pos = 0
         size = len(data)
         while pos < size:
-            if self._in_cdata:
-                next_pos = self._cdata(data, pos, pos, events, is_final=is_final)
+            if self._opaque_end is not None:
+                next_pos = self._opaque(data, pos, pos, events, is_final=is_final)
                 if next_pos is None:
                     return
                 pos = next_pos
@@ -221,9 +229,14 @@ class Scanner:
             elif token == b"<!--esi":
                 self._in_esi_comment = True  # ESI 1.0 §3.7: the contents are processed
                 pos = match.end()
-            elif token == b"<![cdata[":
-                self._in_cdata = True
-                next_pos = self._cdata(data, start, match.end(), events, is_final=is_final)
+            elif token == b"<!--" and not is_final and _may_become_esi(data, match.end()):
+                self._held = data[start:]  # "<!--" "esi" split across chunks
+                return
+            elif token in _OPAQUE_ENDS:
+                self._opaque_end = _OPAQUE_ENDS[token]
+                # From "<!" on, so that "<!-->" and "<!--->" are whole comments (HTML5).
+                search_from = start + 2 if token == b"<!--" else match.end()
+                next_pos = self._opaque(data, start, search_from, events, is_final=is_final)
                 if next_pos is None:
                     return
                 pos = next_pos
@@ -256,18 +269,20 @@ class Scanner:
                 return index
         return len(data)
 
-    def _cdata(
+    def _opaque(
         self, data: bytes, start: int, search_from: int, events: list[Event], *, is_final: bool
     ) -> int | None:
-        """Inside CDATA from ``start``: pass (or drop) up to ``]]>``; None when data ran out."""
-        close = data.find(_CDATA_CLOSE, search_from)
+        """Inside CDATA or a comment from ``start``: pass (or drop) up to its end; None
+        when the data ran out first."""
+        closer = self._opaque_end or b""
+        close = data.find(closer, search_from)
         if close >= 0:
-            self._in_cdata = False
-            self._emit(data[start : close + len(_CDATA_CLOSE)], events)
-            return close + len(_CDATA_CLOSE)
+            self._opaque_end = None
+            self._emit(data[start : close + len(closer)], events)
+            return close + len(closer)
         end = len(data)
-        if not is_final:  # "]" or "]]" at the end may begin the "]]>"
-            while end > search_from and _CDATA_CLOSE.startswith(data[end - 1 : len(data)]):
+        if not is_final:  # "]" or "]]" ("-" or "--") at the end may begin the closer
+            while end > search_from and closer.startswith(data[end - 1 : len(data)]):
                 end -= 1
         self._emit(data[start:end], events)
         self._held = data[end:]
@@ -378,15 +393,18 @@ class Scanner:
         *,
         is_final: bool,
     ) -> int | None:
-        """A weaver-include's fallback, up to its ``</weaver-include>`` outside CDATA."""
+        """A weaver-include's fallback, up to its ``</weaver-include>`` outside CDATA and
+        comments."""
         limit = start + self.max_body_bytes
         pos = open_end
         while True:
             token = _FALLBACK_TOKEN.search(data, pos, limit)
-            if token is not None and token.group() == _CDATA_OPEN:
-                close = data.find(_CDATA_CLOSE, token.end(), limit)
+            if token is not None and token.group() in (_CDATA_OPEN, b"<!--"):
+                is_comment = token.group() == b"<!--"
+                closer = b"-->" if is_comment else b"]]>"
+                close = data.find(closer, token.start() + 2 if is_comment else token.end(), limit)
                 if close >= 0:
-                    pos = close + len(_CDATA_CLOSE)
+                    pos = close + len(closer)
                     continue
                 token = None
             if token is None:
@@ -445,6 +463,12 @@ class Scanner:
         if not self._has_warned:
             self._has_warned = True
             log.warning("malformed markup passed through as text (%s): %r", why, sample)
+
+
+def _may_become_esi(data: bytes, end: int) -> bool:
+    """After ``<!--`` at ``end``: could more data make it ``<!--esi``?"""
+    rest = data[end:].lower()
+    return len(rest) < 3 and b"esi".startswith(rest)
 
 
 def _tag_end(data: bytes, start: int, max_bytes: int) -> int | None:

@@ -279,7 +279,8 @@ def test_a_removal_streams_without_holding_its_content() -> None:
     assert scanner.dropped == {}
 
 
-# CDATA (Varnish e00002, e00007): opaque, passed byte for byte, dropped inside esi:remove.
+# CDATA (Varnish e00002, e00007) and comments: opaque, passed byte for byte, dropped inside
+# esi:remove.
 
 
 def test_a_cdata_section_inside_esi_remove_does_not_end_the_removal() -> None:
@@ -310,6 +311,35 @@ def test_a_cdata_section_hides_the_end_of_a_fallback() -> None:
     events = scan(page)
     assert [i.fallback for i in includes(events)] == [b"x<![CDATA[</weaver-include>]]>y"]
     assert text(events) == b"z"
+
+
+@pytest.mark.parametrize(
+    ("page", "out"),
+    [
+        (b'a<!-- <esi:include src="/old"/> -->b', b'a<!-- <esi:include src="/old"/> -->b'),
+        (b"<esi:remove><!-- </esi:remove> -->secret</esi:remove>b", b"b"),
+        (b"<!--><esi:foo>", b"<!-->"),  # "<!-->" is a whole comment in HTML5
+        (b"<!---><esi:foo>", b"<!--->"),
+        (b"<!-- never closed <esi:foo>", b"<!-- never closed <esi:foo>"),
+        (b"<!--esi <!-- --> <esi:foo> -->b", b" <!-- -->  b"),
+    ],
+)
+def test_an_html_comment_is_opaque_as_in_varnish(page: bytes, out: bytes) -> None:
+    for events in (scan(page), byte_by_byte(page)):
+        assert text(events) == out
+        assert includes(events) == []
+
+
+def test_an_esi_comment_split_after_its_dashes_is_still_an_esi_comment() -> None:
+    page = b'<!--esi <esi:include src="/a"/> -->'
+    for cut in range(len(page)):
+        assert [i.get("src") for i in includes(scan(page, [cut]))] == ["/a"], cut
+
+
+def test_a_comment_hides_the_end_of_a_fallback() -> None:
+    page = b"<weaver-include src=/a>x<!--</weaver-include>-->y</weaver-include>z"
+    events = scan(page)
+    assert [i.fallback for i in includes(events)] == [b"x<!--</weaver-include>-->y"]
 
 
 def test_cdata_is_case_sensitive_as_in_xml() -> None:
@@ -413,6 +443,9 @@ ADVERSARIAL = [
     b"]]>",
     b"]",
     b"<!--esi",
+    b"<!--",
+    b"<!-",
+    b"esi",
     b"-->",
     b"-",
     b"<weaver-include",
@@ -439,10 +472,11 @@ def test_adversarial_markup_never_reaches_the_output_as_text(
     whole = run(page, bounds=bounds)  # run() also checks the bound on held-back bytes
     assert run(page, [c for c in cuts if c <= len(page)], bounds) == whole
     assert run(page, list(range(1, len(page))), bounds) == whole
-    # Fed whole, each Text is the bytes between two pieces of markup, or a CDATA section.
+    # Fed whole, each Text is the bytes between two pieces of markup, or a CDATA section
+    # or a comment, which pass as they are.
     scanner = Scanner(max_tag_bytes=bounds[0], max_body_bytes=bounds[1])
     for event in scanner.feed(page) + scanner.close():
-        if isinstance(event, Text) and not event.data.startswith(b"<![CDATA["):
+        if isinstance(event, Text) and not event.data.startswith((b"<![CDATA[", b"<!--")):
             lowered = event.data.lower()
             assert b"<esi:" not in lowered, event
             assert b"</esi:" not in lowered, event
