@@ -45,6 +45,7 @@ import enum
 import html
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,13 @@ class Drop:
 
     def __str__(self) -> str:
         return f"<{self.name}> ({self.reason.value})"
+
+
+def format_drops(dropped: Mapping[Drop, int]) -> str:
+    """One log line's worth: ``<esi:vars> (not implemented by Weaver) x2, …``."""
+    return ", ".join(
+        f"{drop} x{count}" if count > 1 else str(drop) for drop, count in dropped.items()
+    )
 
 
 def parse_attrs(text: bytes) -> tuple[tuple[str, str], ...]:
