@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,7 +36,7 @@ from weaver.config.schema import Config, IncludeMode, OriginConfig, RouteConfig
 from weaver.proxy.errors import FragmentError, FragmentLimit, OriginError
 from weaver.proxy.includes import IncludePlan, plan_include
 from weaver.proxy.origin import OriginClient, OriginResponse
-from weaver.proxy.scanner import Include, Scanner, Subscribe, Text
+from weaver.proxy.scanner import Drop, Include, Scanner, Subscribe, Text
 from weaver.proxy.sequencer import Sequencer
 from weaver.proxy.slots import cut_marker, placeholder, slot_id
 
@@ -140,6 +141,7 @@ class Weave:
     _go_timer: asyncio.TimerHandle | None = None
     _is_head_out: bool = False
     _warned: set[Outcome] = field(default_factory=set)
+    dropped: Counter[Drop] = field(default_factory=Counter)  # esi markup the scanner removed
 
     def start_fragments(self) -> None:
         """Start every fragment fetch waiting, and later ones at once. Idempotent."""
@@ -227,6 +229,7 @@ class Weave:
             await seq.drain()
         for event in scanner.close():
             self._on_event(event, seq, base_url, path, chain, record)
+        self.dropped.update(scanner.dropped)
 
     def _on_event(
         self,
@@ -244,7 +247,7 @@ class Weave:
         elif isinstance(event, Subscribe):
             if event.channel not in self.channels:
                 self.channels.append(event.channel)
-        else:
+        elif isinstance(event, Include):
             self._on_include(event, seq, base_url, path, chain)
 
     def _on_include(

@@ -26,6 +26,7 @@ from weaver.proxy.edge import Edge
 from weaver.proxy.forwarding import strip_hop_by_hop
 from weaver.proxy.origin import OriginResponse
 from weaver.proxy.paint import Fill, Head
+from weaver.proxy.scanner import format_drops
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,8 @@ async def _weave(
         finally:
             weave.close()
     fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
+    if weave.dropped:  # once per page, fragments included
+        log.warning("%s: ESI markup removed: %s", plan.url, format_drops(weave.dropped))
     access_log.info(
         "woven %s status=%d %s",
         plan.url,

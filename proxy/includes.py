@@ -6,11 +6,18 @@
   is fetched only when its scheme, host and port are a configured origin's, or its host
   and port an ``allow_hosts`` entry of the route's origin: page content must not make
   Weaver a request forgery tool, and another port on the same host is another service.
+- A ``src`` or ``alt`` holding a raw control character (CR, LF, NUL, DEL, C1…, also when
+  written as an entity like ``&#10;``) or longer than ``MAX_SRC_CHARS`` is refused: page
+  content must not reach a request line, a header or a log line. Percent-encoded ones
+  (``%0d%0a``) are just bytes of the URL and are fetched. ``IncludePlan.src`` never holds a
+  control character (they show percent-encoded) and is cut to ``MAX_SHOWN_SRC_CHARS``, since
+  it goes into logs, ``Server-Timing`` and the page's cut markers.
 """
 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -21,6 +28,9 @@ from weaver.proxy.scanner import Include
 log = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+MAX_SRC_CHARS = 2048  # as long as URLs that browsers and CDNs handle everywhere
+MAX_SHOWN_SRC_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,9 @@ def plan_include(
 ) -> IncludePlan:
     """Decide mode, timeout and URLs for ``include`` found in the document at ``base_url``."""
     src = (include.get("src") or "").strip()
+    refused = _problem("src", src)
+    if refused is not None:
+        src = shown(src)  # never fetched; safe for the logs and headers it goes to
     rule = route.rule_for(src)
     mode = _mode(include, src) or (rule.mode if rule else None) or route.include_mode
     timeout_s = _timeout(include, src)
@@ -56,13 +69,17 @@ def plan_include(
             rule.timeout_s if rule and rule.timeout_s is not None else (route.fragment_timeout_s)
         )
     primary = include.get("primary")
-    url, refused = _resolve(src, base_url, origin, config)
-    alt = include.get("alt")
+    url = ""
+    if refused is None:
+        url, refused = _resolve(src, base_url, origin, config)
+    alt = (include.get("alt") or "").strip()
     alt_url = None
     if alt:
-        alt_url, alt_refused = _resolve(alt.strip(), base_url, origin, config)
+        alt_refused = _problem("alt", alt)
+        if alt_refused is None:
+            alt_url, alt_refused = _resolve(alt, base_url, origin, config)
         if alt_refused is not None:
-            log.warning("include alt %s refused: %s", alt, alt_refused)
+            log.warning("include %s: alt %s refused: %s", src, shown(alt), alt_refused)
             alt_url = None
     return IncludePlan(
         src=src,
@@ -75,6 +92,35 @@ def plan_include(
         is_primary=primary is not None and primary.strip().lower() != "false",
         refused=refused,
     )
+
+
+def shown(src: str) -> str:
+    """``src`` safe for a log line or a header: control characters percent-encoded (as
+    UTF-8), cut to ``MAX_SHOWN_SRC_CHARS`` with ``...``."""
+    text = "".join(
+        "".join(f"%{byte:02X}" for byte in char.encode()) if _is_control(char) else char
+        for char in src[: MAX_SHOWN_SRC_CHARS + 1]
+    )
+    if len(text) > MAX_SHOWN_SRC_CHARS:
+        return text[: MAX_SHOWN_SRC_CHARS - 3] + "..."
+    return text
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) == "Cc"  # C0, DEL and C1
+
+
+def _problem(name: str, value: str) -> str | None:
+    """Why ``value`` (the attribute ``name``) cannot be a URL to fetch, if it cannot."""
+    if len(value) > MAX_SRC_CHARS:
+        return f"{name} is {len(value)} characters long, more than {MAX_SRC_CHARS}"
+    for index, char in enumerate(value):
+        if _is_control(char):
+            return (
+                f"{name} holds the control character U+{ord(char):04X} at character {index}"
+                " (percent-encode it if it belongs in the URL)"
+            )
+    return None
 
 
 def _mode(include: Include, src: str) -> IncludeMode | None:

@@ -8,40 +8,81 @@ size, and returns events: :class:`Text` for the bytes between tags (byte for byt
 
 The output does not depend on the chunking: a possible tag at the end of a chunk is held
 back until it can be decided, and every limit is measured from the tag's first byte, not
-from a chunk boundary. Malformed or unterminated markup passes through as text (logged
-once per scanner); held-back bytes are bounded by ``MAX_TAG_BYTES`` for a tag and
-``MAX_BODY_BYTES`` for a body (``esi:remove``, a weaver-include's fallback).
+from a chunk boundary. Held-back bytes are bounded by ``max_tag_bytes`` for a tag and
+``max_body_bytes`` for a weaver-include's fallback; ``esi:remove`` streams (its content
+is dropped as it arrives, so it holds nothing back).
+
+Decisions, checked against Varnish's ESI parser and its tests (``e00001``, ``e00002``,
+``e00007``, ``e00008``, ``e00019``):
+
+- A CDATA section (``<![CDATA[ … ]]>``, case-sensitive as in XML) is opaque: no markup
+  inside it is processed. Outside ``esi:remove`` it passes through byte for byte, markers
+  included, as Varnish does; inside ``esi:remove`` it is dropped with the rest, and a
+  ``</esi:remove>`` inside it does not end the removal. It also hides a
+  ``</weaver-include>`` inside a fallback. An unterminated CDATA runs to the end.
+- An HTML comment (``<!-- … -->``) is opaque in the same way, as in Varnish: a commented-out
+  ``<esi:include>`` is not fetched, and a ``</esi:remove>`` in a comment inside
+  ``esi:remove`` does not end it. ``<!--->`` and ``<!-->`` are whole comments (HTML5). Only
+  ``<!--esi … -->`` is processed (ESI 1.0 §3.7): its markers are dropped, its content
+  scanned.
+- Nothing in the ``esi:`` namespace is ever passed through as text. Elements Weaver does
+  not implement (``esi:vars``, ``esi:try``, ``esi:incl``…) and malformed ones lose their
+  tags (start, end or empty) and keep their content, as in Varnish: ``<esi:vars>`` content
+  passes with its ``$(VAR)`` references unexpanded. A malformed esi tag is dropped through
+  its first ``>``, or up to the next ``<``, or else to the bound or the end. An
+  ``esi:include`` without ``src`` is dropped, as is a ``</esi:include>`` that does not
+  directly follow an ``<esi:include …>``. An ``esi:remove`` never closed removes to the end.
+  Each drop is counted in :attr:`Scanner.dropped` (see :class:`Drop`) so the caller can log
+  once per document; the scanner does not log them itself.
+- ``weaver-`` markup Weaver does not handle (``weaver-slot``…) passes through as text, and
+  so does malformed or unterminated weaver markup (logged once per scanner): its first byte
+  goes out and scanning resumes after it, so esi markup inside it is still handled.
 """
 
 from __future__ import annotations
 
+import enum
 import html
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 MAX_TAG_BYTES = 16 * 1024
 MAX_BODY_BYTES = 256 * 1024
+MAX_DROP_KINDS = 32  # distinct entries in Scanner.dropped; more are counted under "esi:*"
 
-# Where markup may start. Searched by the regex engine, so plain HTML costs one C loop.
-_START = re.compile(rb"<(?:/?esi:|!--esi|/?weaver-)", re.IGNORECASE)
-_START_IN_COMMENT = re.compile(rb"<(?:/?esi:|!--esi|/?weaver-)|-->", re.IGNORECASE)
-_PREFIXES = (b"<esi:", b"</esi:", b"<!--esi", b"<weaver-", b"</weaver-")
+_CDATA_OPEN = b"<![CDATA["
+_CDATA = rb"(?-i:!\[CDATA\[)"  # XML: case-sensitive, unlike the tag names
+_COMMENT = rb"!--(?:esi)?"  # an HTML comment, or an ESI one (ESI 1.0 §3.7)
+_OPAQUE_ENDS = {b"<![cdata[": b"]]>", b"<!--": b"-->"}
+
+# Where markup may start. Searched by the regex engine, so plain HTML costs one C loop (as
+# long as every branch sits under the one leading "<": a top-level "|" costs a third).
+_START = re.compile(rb"<(?:/?esi:|" + _COMMENT + rb"|/?weaver-|" + _CDATA + rb")", re.I)
+_START_IN_COMMENT = re.compile(
+    rb"<(?:/?esi:|" + _COMMENT + rb"|/?weaver-|" + _CDATA + rb")|-->", re.I
+)
+# Inside esi:remove only its end matters, and what could hide it or end an ESI comment.
+_IN_REMOVE = re.compile(rb"<(?:/esi:|" + _COMMENT + rb"|" + _CDATA + rb")", re.I)
+_IN_REMOVE_IN_COMMENT = re.compile(rb"<(?:/esi:|" + _COMMENT + rb"|" + _CDATA + rb")|-->", re.I)
+_PREFIXES = (b"<esi:", b"</esi:", b"<!--esi", b"<weaver-", b"</weaver-", b"<![cdata[", b"-->")
 _LONGEST_PREFIX = max(map(len, _PREFIXES))
 
 _TAG = re.compile(
     rb"<(/?)((?:esi:|weaver-)[a-z-]+)"
-    rb"((?:\s+[^\s=/>\"']+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?)*)"
+    rb"((?:\s+[^\s=/>\"'<]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?)*)"
     rb"\s*(/?)>",
     re.IGNORECASE,
 )
 _ATTR = re.compile(
     rb"([^\s=/>\"']+)(?:\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'=<>`]+)))?", re.IGNORECASE
 )
-_WEAVER_INCLUDE_END = re.compile(rb"</weaver-include\s*>", re.IGNORECASE)
-_ESI_REMOVE_END = re.compile(rb"</esi:remove\s*>", re.IGNORECASE)
+_ESI_NAME = re.compile(rb"<(/?esi:[a-z-]*)", re.IGNORECASE)
+_TAG_STOP = re.compile(rb"[<>]")
+_FALLBACK_TOKEN = re.compile(rb"<(?:/weaver-include\s*>|!--|" + _CDATA + rb")", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +119,34 @@ class Subscribe:
 Event = Text | Include | Subscribe
 
 
+class DropReason(enum.Enum):
+    """Why markup in the ``esi:`` namespace was removed from the output."""
+
+    NOT_IMPLEMENTED = "not implemented by Weaver"
+    MALFORMED = "malformed"
+    STRAY_END_TAG = "end tag without its start tag"
+    NO_SRC = "include without src"
+    UNCLOSED = "never closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """One kind of dropped markup: ``name`` as in the tag, lowercased (``/esi:vars``)."""
+
+    name: str
+    reason: DropReason
+
+    def __str__(self) -> str:
+        return f"<{self.name}> ({self.reason.value})"
+
+
+def format_drops(dropped: Mapping[Drop, int]) -> str:
+    """One log line's worth: ``<esi:vars> (not implemented by Weaver) x2, …``."""
+    return ", ".join(
+        f"{drop} x{count}" if count > 1 else str(drop) for drop, count in dropped.items()
+    )
+
+
 def parse_attrs(text: bytes) -> tuple[tuple[str, str], ...]:
     """Attributes of a tag: names lowercased, values HTML-unescaped, booleans ``""``."""
     attrs: list[tuple[str, str]] = []
@@ -89,13 +158,36 @@ def parse_attrs(text: bytes) -> tuple[tuple[str, str], ...]:
 
 
 class Scanner:
-    """Feed bytes, get events; :meth:`close` at the end of the stream."""
+    """Feed bytes, get events; :meth:`close` at the end of the stream.
 
-    def __init__(self) -> None:
+    Args:
+        max_tag_bytes: the longest tag waited for, from its ``<``.
+        max_body_bytes: the longest weaver-include (tags and fallback) waited for.
+    """
+
+    def __init__(
+        self, *, max_tag_bytes: int = MAX_TAG_BYTES, max_body_bytes: int = MAX_BODY_BYTES
+    ) -> None:
+        self.max_tag_bytes = max_tag_bytes
+        self.max_body_bytes = max(max_body_bytes, max_tag_bytes, _LONGEST_PREFIX)
         self._held = b""
         self._in_esi_comment = False
+        self._in_remove = False
+        self._opaque_end: bytes | None = None  # inside CDATA or an HTML comment: its end
+        self._is_include_open = False  # just after <esi:include …>: </esi:include> may follow
         self._includes = 0
+        self._dropped: dict[Drop, int] = {}
         self._has_warned = False
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held back undecided; below ``max_body_bytes`` between calls."""
+        return len(self._held)
+
+    @property
+    def dropped(self) -> dict[Drop, int]:
+        """What was removed from the output so far, with counts, in first-seen order."""
+        return dict(self._dropped)
 
     def feed(self, data: bytes) -> list[Event]:
         """Scan ``data``; returns the events it completes (maybe none). Never raises."""
@@ -107,138 +199,273 @@ class Scanner:
         return events
 
     def close(self) -> list[Event]:
-        """The end of the stream: whatever is held back passes through as text."""
+        """The end of the stream: what is held back is decided as if nothing followed."""
         data, self._held = self._held, b""
         events: list[Event] = []
         if data:
             self._scan(data, events, is_final=True)
+        if self._in_remove:
+            self._in_remove = False
+            self._drop("esi:remove", DropReason.UNCLOSED)
         return events
 
     def _scan(self, data: bytes, events: list[Event], *, is_final: bool) -> None:
         pos = 0
         size = len(data)
         while pos < size:
-            pattern = _START_IN_COMMENT if self._in_esi_comment else _START
-            match = pattern.search(data, pos)
+            if self._opaque_end is not None:
+                next_pos = self._opaque(data, pos, pos, events, is_final=is_final)
+                if next_pos is None:
+                    return
+                pos = next_pos
+                continue
+            match = self._pattern().search(data, pos)
             if match is None:
                 end = size if is_final else self._safe_end(data, pos)
-                if end > pos:
-                    events.append(Text(data[pos:end]))
+                self._emit(data[pos:end], events)
                 self._held = data[end:]
                 return
             start = match.start()
             if start > pos:
-                events.append(Text(data[pos:start]))
+                self._emit(data[pos:start], events)
             token = match.group().lower()
+            if token != b"</esi:":
+                self._is_include_open = False
             if token == b"-->":
                 self._in_esi_comment = False  # the end of <!--esi …-->: dropped
                 pos = match.end()
             elif token == b"<!--esi":
                 self._in_esi_comment = True  # ESI 1.0 §3.7: the contents are processed
                 pos = match.end()
+            elif token == b"<!--" and not is_final and _may_become_esi(data, match.end()):
+                self._held = data[start:]  # "<!--" "esi" split across chunks
+                return
+            elif token in _OPAQUE_ENDS:
+                self._opaque_end = _OPAQUE_ENDS[token]
+                # From "<!" on, so that "<!-->" and "<!--->" are whole comments (HTML5).
+                search_from = start + 2 if token == b"<!--" else match.end()
+                next_pos = self._opaque(data, start, search_from, events, is_final=is_final)
+                if next_pos is None:
+                    return
+                pos = next_pos
             else:
-                next_pos = self._tag(data, start, events, is_final=is_final)
+                handle = self._remove_end if self._in_remove else self._tag
+                next_pos = handle(data, start, events, is_final=is_final)
                 if next_pos is None:
                     self._held = data[start:]
                     return
                 pos = next_pos
+
+    def _pattern(self) -> re.Pattern[bytes]:
+        if self._in_remove:
+            return _IN_REMOVE_IN_COMMENT if self._in_esi_comment else _IN_REMOVE
+        return _START_IN_COMMENT if self._in_esi_comment else _START
+
+    def _emit(self, data: bytes, events: list[Event]) -> None:
+        """Text out, unless inside esi:remove; any text ends an open ``<esi:include>``."""
+        if data:
+            self._is_include_open = False
+            if not self._in_remove:
+                events.append(Text(data))
 
     def _safe_end(self, data: bytes, pos: int) -> int:
         """Where text can be emitted up to: a possible markup start at the end waits."""
         tail_from = max(pos, len(data) - _LONGEST_PREFIX + 1)
         for index in range(tail_from, len(data)):
             rest = data[index:].lower()
-            if rest[:1] == b"<" and any(p.startswith(rest) for p in _PREFIXES):
-                return index
-            if self._in_esi_comment and b"-->".startswith(rest):
+            if rest[:1] in b"<-" and any(p.startswith(rest) for p in _PREFIXES):
                 return index
         return len(data)
 
+    def _opaque(
+        self, data: bytes, start: int, search_from: int, events: list[Event], *, is_final: bool
+    ) -> int | None:
+        """Inside CDATA or a comment from ``start``: pass (or drop) up to its end; None
+        when the data ran out first."""
+        closer = self._opaque_end or b""
+        close = data.find(closer, search_from)
+        if close >= 0:
+            self._opaque_end = None
+            self._emit(data[start : close + len(closer)], events)
+            return close + len(closer)
+        end = len(data)
+        if not is_final:  # "]" or "]]" ("-" or "--") at the end may begin the closer
+            while end > search_from and closer.startswith(data[end - 1 : len(data)]):
+                end -= 1
+        self._emit(data[start:end], events)
+        self._held = data[end:]
+        return None
+
+    def _remove_end(
+        self, data: bytes, start: int, events: list[Event], *, is_final: bool
+    ) -> int | None:
+        """``</esi:…`` inside esi:remove: ``</esi:remove>`` ends it, anything else is content."""
+        end = _tag_end(data, start, self.max_tag_bytes)
+        if end is None:
+            if not is_final and len(data) - start < self.max_tag_bytes:
+                return None
+            return start + 1
+        tag = _TAG.fullmatch(data, start, end)
+        if tag is not None and tag.group(2).lower() == b"esi:remove":
+            self._in_remove = False
+            return end
+        return start + 1
+
     def _tag(self, data: bytes, start: int, events: list[Event], *, is_final: bool) -> int | None:
         """Handle the markup at ``start``; return where scanning goes on, None to wait."""
-        end = _tag_end(data, start)
+        is_esi = data[start + 1 : start + 3].lower() in (b"es", b"/e")
+        end = _tag_end(data, start, self.max_tag_bytes)
         if end is None:
-            if not is_final and len(data) - start < MAX_TAG_BYTES:
+            if not is_final and len(data) - start < self.max_tag_bytes:
                 return None
+            if is_esi:
+                return self._drop_malformed(data, start)
             return self._malformed(data, start, events, "unterminated tag")
         raw = data[start:end]
         tag = _TAG.fullmatch(raw)
         if tag is None:
+            if is_esi:
+                return self._drop_malformed(data, start)
             return self._malformed(data, start, events, "unreadable tag")
         is_closing, name = tag.group(1) == b"/", tag.group(2).lower()
         is_empty = tag.group(4) == b"/"
         attrs = parse_attrs(tag.group(3))
+        if is_esi:
+            return self._esi(
+                name, attrs, raw, events, end, is_closing=is_closing, is_empty=is_empty
+            )
         if is_closing:
-            if name in (b"esi:include", b"weaver-subscribe"):
+            if name == b"weaver-subscribe":
                 return end  # the optional closing tag of an element already handled
-            return self._text(raw, events, end)
-        if name == b"esi:include":
-            return self._include("esi", attrs, b"", raw, events, end)
-        if name == b"esi:comment":
-            return end
+            return self._pass(data, start, events)
         if name == b"weaver-subscribe":
             channel = dict(attrs).get("channel")
             if not channel:
                 return self._malformed(data, start, events, "weaver-subscribe without channel")
             events.append(Subscribe(channel))
             return end
-        if name == b"esi:remove":
-            return self._body(data, start, end, _ESI_REMOVE_END, events, is_final, None)
         if name == b"weaver-include":
             if is_empty:
-                return self._include("weaver", attrs, b"", raw, events, end)
-            return self._body(data, start, end, _WEAVER_INCLUDE_END, events, is_final, attrs)
-        return self._text(raw, events, end)  # other markup (esi:try, weaver-slot…) is text
+                return self._include(attrs, b"", data, start, end, events)
+            return self._fallback(data, start, end, events, attrs, is_final=is_final)
+        return self._pass(data, start, events)  # other weaver markup (weaver-slot…) is text
 
-    def _body(
+    def _esi(
+        self,
+        name: bytes,
+        attrs: tuple[tuple[str, str], ...],
+        raw: bytes,
+        events: list[Event],
+        end: int,
+        *,
+        is_closing: bool,
+        is_empty: bool,
+    ) -> int:
+        """A well-formed tag in the esi: namespace: never text (ESI 1.0 §3)."""
+        text = name.decode("ascii")
+        if name == b"esi:include":
+            if is_closing:
+                if not self._is_include_open:
+                    self._drop("/" + text, DropReason.STRAY_END_TAG)
+                self._is_include_open = False
+                return end
+            self._is_include_open = not is_empty
+            if not dict(attrs).get("src"):
+                self._drop(text, DropReason.NO_SRC)
+                return end
+            events.append(Include("esi", attrs, b"", self._includes, raw))
+            self._includes += 1
+            return end
+        self._is_include_open = False
+        if name not in (b"esi:comment", b"esi:remove"):
+            self._drop("/" + text if is_closing else text, DropReason.NOT_IMPLEMENTED)
+        elif is_closing:
+            self._drop("/" + text, DropReason.STRAY_END_TAG)
+        elif name == b"esi:comment":
+            if not is_empty:  # ESI 1.0 §3.4: an empty element
+                self._drop(text, DropReason.MALFORMED)
+        elif name == b"esi:remove":
+            if is_empty:
+                self._drop(text, DropReason.MALFORMED)
+            else:
+                self._in_remove = True
+        return end
+
+    def _fallback(
         self,
         data: bytes,
         start: int,
         open_end: int,
-        closer: re.Pattern[bytes],
         events: list[Event],
+        attrs: tuple[tuple[str, str], ...],
+        *,
         is_final: bool,
-        attrs: tuple[tuple[str, str], ...] | None,
     ) -> int | None:
-        """An element with a body: ``esi:remove`` (dropped) or a weaver-include's fallback."""
-        limit = start + MAX_BODY_BYTES
-        close = closer.search(data, open_end, limit)
-        if close is None:
-            if not is_final and len(data) < limit:
-                return None
-            return self._malformed(data, start, events, "element without its closing tag")
-        if attrs is not None:
-            fallback = data[open_end : close.start()]
-            raw = data[start : close.end()]
-            return self._include("weaver", attrs, fallback, raw, events, close.end())
-        return close.end()
+        """A weaver-include's fallback, up to its ``</weaver-include>`` outside CDATA and
+        comments."""
+        limit = start + self.max_body_bytes
+        pos = open_end
+        while True:
+            token = _FALLBACK_TOKEN.search(data, pos, limit)
+            if token is not None and token.group() in (_CDATA_OPEN, b"<!--"):
+                is_comment = token.group() == b"<!--"
+                closer = b"-->" if is_comment else b"]]>"
+                close = data.find(closer, token.start() + 2 if is_comment else token.end(), limit)
+                if close >= 0:
+                    pos = close + len(closer)
+                    continue
+                token = None
+            if token is None:
+                if not is_final and len(data) < limit:
+                    return None
+                return self._malformed(data, start, events, "element without its closing tag")
+            fallback = data[open_end : token.start()]
+            return self._include(attrs, fallback, data, start, token.end(), events)
 
     def _include(
         self,
-        syntax: str,
         attrs: tuple[tuple[str, str], ...],
         fallback: bytes,
-        raw: bytes,
-        events: list[Event],
+        data: bytes,
+        start: int,
         end: int,
+        events: list[Event],
     ) -> int:
+        """A weaver-include from ``start`` to ``end`` (its fallback included)."""
         if not dict(attrs).get("src"):
-            self._warn("include without src", raw)
-            events.append(Text(raw))
-            return end
-        events.append(Include(syntax, attrs, fallback, self._includes, raw))
+            return self._malformed(data, start, events, "include without src")
+        events.append(Include("weaver", attrs, fallback, self._includes, data[start:end]))
         self._includes += 1
         return end
 
-    def _text(self, raw: bytes, events: list[Event], end: int) -> int:
-        events.append(Text(raw))
-        return end
-
-    def _malformed(self, data: bytes, start: int, events: list[Event], why: str) -> int:
-        """Give up on the markup at ``start``: its first byte passes as text, scan on."""
-        self._warn(why, data[start : start + 80])
+    def _pass(self, data: bytes, start: int, events: list[Event]) -> int:
+        """Markup passed as text: its first byte goes out and what follows is scanned, so
+        esi markup inside it (say in an attribute value) is handled like anywhere else."""
         events.append(Text(data[start : start + 1]))
         return start + 1
+
+    def _drop_malformed(self, data: bytes, start: int) -> int:
+        """Drop an esi tag that cannot be read: through its first ``>``, or up to the next
+        ``<``, or else to the end of the bound (or of the stream). Only the bytes within
+        the bound are read, so the decision does not depend on the chunking."""
+        window_end = min(len(data), start + self.max_tag_bytes)
+        name = _ESI_NAME.match(data, start, window_end)
+        self._drop(name.group(1).decode("ascii").lower() if name else "esi:", DropReason.MALFORMED)
+        stop = _TAG_STOP.search(data, start + 1, window_end)
+        if stop is None:
+            return window_end
+        return stop.end() if stop.group() == b">" else stop.start()
+
+    def _drop(self, name: str, reason: DropReason) -> None:
+        drop = Drop(name[:40], reason)
+        if drop not in self._dropped and len(self._dropped) >= MAX_DROP_KINDS:
+            drop = Drop("esi:*", reason)
+        self._dropped[drop] = self._dropped.get(drop, 0) + 1
+
+    def _malformed(self, data: bytes, start: int, events: list[Event], why: str) -> int:
+        """Give up on the weaver markup at ``start``: its first byte passes as text."""
+        self._warn(why, data[start : start + 80])
+        return self._pass(data, start, events)
 
     def _warn(self, why: str, sample: bytes) -> None:
         if not self._has_warned:
@@ -246,9 +473,15 @@ class Scanner:
             log.warning("malformed markup passed through as text (%s): %r", why, sample)
 
 
-def _tag_end(data: bytes, start: int) -> int | None:
+def _may_become_esi(data: bytes, end: int) -> bool:
+    """After ``<!--`` at ``end``: could more data make it ``<!--esi``?"""
+    rest = data[end:].lower()
+    return len(rest) < 3 and b"esi".startswith(rest)
+
+
+def _tag_end(data: bytes, start: int, max_bytes: int) -> int | None:
     """The index after the ``>`` closing the tag at ``start``; a quoted ``>`` is a value."""
-    limit = min(len(data), start + MAX_TAG_BYTES)
+    limit = min(len(data), start + max_bytes)
     quote = 0
     for index in range(start + 1, limit):
         byte = data[index]

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from weaver.config.load import build_config
 from weaver.config.schema import Config, IncludeMode
-from weaver.proxy.includes import IncludePlan, plan_include
+from weaver.proxy.includes import (
+    MAX_SHOWN_SRC_CHARS,
+    MAX_SRC_CHARS,
+    IncludePlan,
+    plan_include,
+)
 from weaver.proxy.scanner import Include, Scanner
 from weaver.proxy.slots import cut_marker, placeholder, slot_id
 
@@ -113,6 +120,65 @@ def test_other_sources_are_refused(src: str) -> None:
 
 def test_a_refused_alt_is_dropped_and_the_include_kept() -> None:
     got = plan(b'<esi:include src="/a" alt="http://127.0.0.1:22/"/>')
+    assert (got.url, got.alt_url, got.refused) == (SHOP + "/a", None, None)
+
+
+def has_control_character(text: str) -> bool:
+    return any(unicodedata.category(char) == "Cc" for char in text)
+
+
+@pytest.mark.parametrize(
+    ("src", "shown", "code"),
+    [
+        # Before: the fetch ran (urlsplit drops CR and LF) but the src went into the page's
+        # Server-Timing header and aiohttp refused it: the whole page became a 500.
+        ("/f\r\nX-Evil: 1", "/f%0D%0AX-Evil: 1", "U+000D"),
+        ("/f&#13;&#10;X-Evil: 1", "/f%0D%0AX-Evil: 1", "U+000D"),  # an entity is the character
+        ("/f\nx", "/f%0Ax", "U+000A"),
+        ("/f\tx", "/f%09x", "U+0009"),
+        ("/f\x00x", "/f%00x", "U+0000"),
+        ("/f\x0bx", "/f%0Bx", "U+000B"),
+        ("/f\x7fx", "/f%7Fx", "U+007F"),
+        ("/f\u0085x", "/f%C2%85x", "U+0085"),  # C1 controls too
+    ],
+)
+def test_a_src_holding_a_control_character_is_refused_and_shown_percent_encoded(
+    src: str, shown: str, code: str
+) -> None:
+    got = plan(f'<esi:include src="{src}" alt="/alt"/>'.encode())
+    assert got.refused is not None
+    assert got.refused.startswith(f"src holds the control character {code} at character 2")
+    assert (got.url, got.src) == ("", shown)
+    assert not has_control_character(got.refused + got.src)
+
+
+def test_percent_encoded_control_characters_are_just_bytes_of_the_url() -> None:
+    got = plan(b'<esi:include src="/f%0d%0aX"/>')
+    assert (got.url, got.refused) == (SHOP + "/f%0d%0aX", None)
+
+
+def test_whitespace_around_a_src_is_not_part_of_it() -> None:
+    got = plan(b'<esi:include src="\n\t/frag \r\n"/>')
+    assert (got.src, got.url, got.refused) == ("/frag", SHOP + "/frag", None)
+
+
+def test_an_alt_holding_a_control_character_is_dropped_and_the_include_kept() -> None:
+    got = plan(b'<esi:include src="/a" alt="/b&#10;c"/>')
+    assert (got.url, got.alt_url, got.refused) == (SHOP + "/a", None, None)
+
+
+def test_an_absurdly_long_src_is_refused_and_shown_cut() -> None:
+    longest = "/" + "a" * (MAX_SRC_CHARS - 1)
+    assert plan(f'<esi:include src="{longest}"/>'.encode()).refused is None
+    got = plan(f'<esi:include src="{longest}b"/>'.encode())
+    assert got.refused == f"src is {MAX_SRC_CHARS + 1} characters long, more than {MAX_SRC_CHARS}"
+    assert got.url == ""
+    assert got.src == longest[: MAX_SHOWN_SRC_CHARS - 3] + "..."
+
+
+def test_an_absurdly_long_alt_is_dropped_and_the_include_kept() -> None:
+    alt = "/" + "a" * MAX_SRC_CHARS
+    got = plan(f'<esi:include src="/a" alt="{alt}"/>'.encode())
     assert (got.url, got.alt_url, got.refused) == (SHOP + "/a", None, None)
 
 
