@@ -473,6 +473,7 @@ class Store:
         A variant whose bytes do not hash to the name it was stored under is removed and
         is a miss, like a damaged blob.
         """
+        encoding = str(encoding)  # a str enum would be stored as its class
         key = (digest, encoding)
         hot = self._variants.recall(key)  # fast: a dict lookup
         if hot is not None:
@@ -486,6 +487,7 @@ class Store:
         """Store ``data`` as blob ``digest`` in ``encoding``; over VARIANT_MAX_BYTES it is not."""
         if len(data) > VARIANT_MAX_BYTES:
             return
+        encoding = str(encoding)
         await asyncio.to_thread(self._put_variant_sync, digest, encoding, data)
         self._variants.remember((digest, encoding), data)
 
@@ -517,6 +519,7 @@ class Store:
                 f"a body of {manifest.size} bytes is over the variant bound "
                 f"of {VARIANT_MAX_BYTES} bytes: compress it as it streams"
             )
+        encoding = str(encoding)
         key = (manifest.blob, encoding)
         found = await self.get_variant(manifest.blob, encoding)
         if found is not None:
@@ -654,3 +657,8 @@ class _Variants:
             return
         if flight.exception() is None:  # its awaiters get the exception, if any
             self.remember(key, flight.result())
+
+
+async def variant_of_entry(entry: Entry, encoding: str, make: Callable[[bytes], bytes]) -> bytes:
+    """:meth:`Store.make_variant` of a found entry, with its body when it is in memory."""
+    return await entry._store.make_variant(entry.manifest, encoding, make, identity=entry.whole)

@@ -206,12 +206,17 @@ def _content_length(headers: Mapping[str, str]) -> int | None:
     return int(raw)
 
 
-def is_negotiable(response_headers: Mapping[str, str], *, status: int) -> bool:
+def is_negotiable(
+    response_headers: Mapping[str, str], *, status: int, size: int | None = None
+) -> bool:
     """Whether Weaver may encode this response for the visitor (then it varies on it).
 
     Not when it is already encoded (passed through as the origin sent it), is a part
     (``Content-Range``), forbids transformation (``no-transform``), has no body to
     encode, or is not worth it (:func:`is_compressible`).
+
+    Args:
+        size: the body's size when known otherwise than by ``Content-Length`` (stored).
     """
     if status < 200 or status in _NO_CODING_STATUSES:
         return False
@@ -222,9 +227,9 @@ def is_negotiable(response_headers: Mapping[str, str], *, status: int) -> bool:
         return False
     if _has_no_transform(response_headers):
         return False
-    return is_compressible(
-        _header(response_headers, "Content-Type"), _content_length(response_headers)
-    )
+    if size is None:
+        size = _content_length(response_headers)
+    return is_compressible(_header(response_headers, "Content-Type"), size)
 
 
 def negotiate(
