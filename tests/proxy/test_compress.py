@@ -12,7 +12,7 @@ import pytest
 import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from weaver.proxy.compress import (
     AVAILABLE,
@@ -142,6 +142,9 @@ HTML = {"Content-Type": "text/html", "Content-Length": "20000"}
 
 def test_negotiate_encodes_a_plain_page_for_a_client_that_accepts_it() -> None:
     assert negotiate({"accept-encoding": "gzip, br"}, HTML, status=200) is Encoding.BR
+    request = CIMultiDictProxy(CIMultiDict({"accept-encoding": "gzip"}))  # as aiohttp has it
+    response = CIMultiDictProxy(CIMultiDict({"content-type": "text/html"}))  # size unknown
+    assert negotiate(request, response, status=200) is Encoding.GZIP
     assert negotiate({"Accept-Encoding": "gzip"}, HTML, status=404) is Encoding.GZIP
     assert negotiate({}, HTML, status=200) is None
 
