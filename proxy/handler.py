@@ -22,6 +22,7 @@ from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from weaver.cache import freshness as fresh
+from weaver.cache.errors import CacheError
 from weaver.cache.freshness import CacheState
 from weaver.cache.keys import (
     cache_key,
@@ -33,6 +34,7 @@ from weaver.cache.keys import (
 )
 from weaver.cache.manifest import Manifest, freshness_of
 from weaver.cache.store import Entry
+from weaver.proxy.compress import apply_encoding, negotiate, new_compressor
 from weaver.proxy.conductor import variant_of
 from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.errors import OriginError
@@ -155,14 +157,18 @@ async def _cached(visit: Visit) -> web.StreamResponse:
         if entry.manifest.is_soft_purged:
             state = CacheState.MUST_REVALIDATE
         lookup_s = time.perf_counter() - started
-        if state is CacheState.FRESH and fresh.satisfies(freshness, wants, now):
-            return await _replay(visit, entry, "HIT", now, lookup_s)
-        if state is CacheState.STALE_WHILE_REVALIDATE:
-            if edge.fills.joinable(key) is None:
-                # One background refresh (RFC 5861 §3); it has no follower, so no client
-                # leaving can cancel it; the app's fill registry owns it.
-                _start(edge, _plan(visit, key=key, stale=entry.manifest))
-            return await _replay(visit, entry, "STALE", now, lookup_s)
+        try:
+            if state is CacheState.FRESH and fresh.satisfies(freshness, wants, now):
+                return await _replay(visit, entry, "HIT", now, lookup_s)
+            if state is CacheState.STALE_WHILE_REVALIDATE:
+                if edge.fills.joinable(key) is None:
+                    # One background refresh (RFC 5861 §3); it has no follower, so no
+                    # client leaving can cancel it; the app's fill registry owns it.
+                    _start(edge, _plan(visit, key=key, stale=entry.manifest))
+                return await _replay(visit, entry, "STALE", now, lookup_s)
+        except CacheError as exc:  # damaged or gone before a byte was sent: a miss
+            log.warning("%s: stored body unusable (%s); asking the origin", key, exc)
+            entry = None
     if request.method == "HEAD":  # a HEAD miss asks the origin, stores nothing
         return await _follow(visit, _plan(visit, key=""))
     stale = entry.manifest if entry is not None else None
@@ -239,6 +245,11 @@ async def _follow(
         if status == "MISS":
             status = "COALESCED" if is_coalesced else ("MISS" if head.is_shareable else "BYPASS")
         response = _response(head, status, is_coalesced=is_coalesced)
+        # Compressed for this visitor as it streams (a sync flush per chunk); what is
+        # stored stays identity, and hits are compressed once from it (replay).
+        encoding = negotiate(request.headers, head.headers, status=head.status)
+        apply_encoding(response.headers, encoding, status=head.status)
+        compressor = new_compressor(encoding) if encoding is not None else None
         started_slots = list(fill.slots)
         is_page = _is_html(head.headers) and head.status < 400
         if is_page:
@@ -252,8 +263,12 @@ async def _follow(
             await response.prepare(request)
             if request.method != "HEAD":
                 async for chunk in follower.chunks():
+                    if compressor is not None:
+                        chunk = compressor.compress(chunk) + compressor.flush()
                     await response.write(chunk)
                     fill.mark_started()
+                if compressor is not None:
+                    await response.write(compressor.finish())
             fill.mark_started()
             if is_page:  # slots found after the head (nested in fragments)
                 add_slots(visit, [s for s in fill.slots if s not in started_slots])

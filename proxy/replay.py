@@ -3,20 +3,40 @@
 ``ETag`` is the content hash of the body, so ``If-None-Match`` is answered from the
 manifest alone (304). A single ``Range`` gets 206 (RFC 9110 §14); several ranges get the
 whole body with 200, which RFC 9110 allows. ``Age`` is recomputed (RFC 9111 §5.1).
+
+A visitor who accepts a content coding gets the stored body's variant in it, compressed
+once and stored beside it: ETag ``"<blob>-<coding>"``, so a 304 needs no compression
+either, and ``Range`` counts that variant's bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import re
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from weaver.cache.errors import CacheError
 from weaver.cache.freshness import parse_cache_control
 from weaver.cache.manifest import Manifest
-from weaver.cache.store import Entry
+from weaver.cache.store import VARIANT_MAX_BYTES, Entry, variant_of_entry
+from weaver.proxy.compress import (
+    Encoding,
+    add_vary,
+    choose_encoding,
+    compress_whole,
+    is_negotiable,
+    new_compressor,
+    variant_etag,
+    whole_level,
+)
 
 # Directives a response carrying a visitor's session cookie must not pass downstream.
+log = logging.getLogger(__name__)
+
 _SHARED_ONLY = ("public", "s-maxage")
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -96,8 +116,18 @@ async def replay(
 ) -> web.StreamResponse:
     """Answer ``request`` from ``entry``; the body streams from the store, verified.
 
+    A compressible body the origin sent unencoded is answered in the coding the request
+    prefers (:mod:`weaver.proxy.compress`), from a variant compressed once and stored
+    beside it; it has its own ``ETag`` (``"<blob>-br"``), and ``Range`` and
+    ``If-None-Match`` apply to it. Either way such a response says
+    ``Vary: Accept-Encoding``. A body the origin encoded is replayed untouched.
+
     ``set_cookie`` is the visitor's session cookie: per response, never stored; the
     response then says ``private`` to caches downstream.
+
+    Raises:
+        DamagedBlob, StoreError: a body to compress is damaged or gone; its entry is
+            removed, nothing was sent.
     """
     manifest = entry.manifest
     headers = replay_headers(manifest, cache_status=cache_status, age=age)
@@ -106,24 +136,83 @@ async def replay(
         private_downstream(headers)
     if server_timing is not None:
         headers["Server-Timing"] = server_timing
+    encoding = _negotiate(request, manifest, headers)
     etag = headers["ETag"]
     if_none_match = request.headers.get("If-None-Match")
     if manifest.status == 200 and if_none_match is not None and etag_matches(if_none_match, etag):
         for name in _NOT_IN_304:
             headers.popall(name, None)
         return web.Response(status=304, headers=headers)
-    status, start, end = manifest.status, 0, manifest.size
+    if encoding is None:
+        return await _identity(request, entry, headers, etag)
+    if manifest.size > VARIANT_MAX_BYTES:
+        return await _compressed_stream(request, entry, headers, encoding)
+    make = functools.partial(_compress_whole, encoding=encoding)
+    body = await variant_of_entry(entry, encoding.value, make)
+    status, start, end = manifest.status, 0, len(body)
+    if manifest.status == 200:
+        chosen = _range(request, headers, etag, len(body))
+        if isinstance(chosen, web.Response):
+            return chosen
+        if chosen is not None:
+            status, (start, end) = 206, chosen
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return web.Response(status=status, headers=headers)
+    return web.Response(status=status, headers=headers, body=body[start:end])
+
+
+def _negotiate(
+    request: web.Request, manifest: Manifest, headers: CIMultiDict[str]
+) -> Encoding | None:
+    """The coding to replay ``manifest`` in; ``headers`` become that representation's."""
+    if not is_negotiable(headers, status=manifest.status, size=manifest.size):
+        return None
+    add_vary(headers, "Accept-Encoding")
+    encoding = choose_encoding(request.headers.get("Accept-Encoding"))
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding.value
+        headers["ETag"] = variant_etag(headers["ETag"], encoding)
+    return encoding
+
+
+def _compress_whole(data: bytes, *, encoding: Encoding) -> bytes:
+    return compress_whole(data, encoding)
+
+
+def _range(
+    request: web.Request, headers: CIMultiDict[str], etag: str, size: int
+) -> tuple[int, int] | web.Response | None:
+    """The requested range of a ``size``-byte body, a 416 answer, or None for the whole.
+
+    Sets ``Content-Range`` in ``headers`` for a satisfiable range.
+    """
     range_header = request.headers.get("Range")
-    if manifest.status == 200 and range_header is not None and _if_range_holds(request, etag):
-        chosen = parse_range(range_header, manifest.size)
-        if chosen == "416":
-            headers["Content-Range"] = f"bytes */{manifest.size}"
-            headers["Content-Length"] = "0"
-            return web.Response(status=416, headers=headers)
-        if isinstance(chosen, tuple):
-            start, end = chosen
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{manifest.size}"
+    if range_header is None or not _if_range_holds(request, etag):
+        return None
+    chosen = parse_range(range_header, size)
+    if chosen == "416":
+        headers["Content-Range"] = f"bytes */{size}"
+        headers["Content-Length"] = "0"
+        return web.Response(status=416, headers=headers)
+    if isinstance(chosen, tuple):
+        headers["Content-Range"] = f"bytes {chosen[0]}-{chosen[1] - 1}/{size}"
+        return chosen
+    return None
+
+
+async def _identity(
+    request: web.Request, entry: Entry, headers: CIMultiDict[str], etag: str
+) -> web.StreamResponse:
+    """The stored bytes as they are (in memory: one write; else streamed from disk)."""
+    manifest = entry.manifest
+    status, start, end = manifest.status, 0, manifest.size
+    if manifest.status == 200:
+        chosen = _range(request, headers, etag, manifest.size)
+        if isinstance(chosen, web.Response):
+            return chosen
+        if chosen is not None:
+            status, (start, end) = 206, chosen
     whole = entry.whole
     if whole is not None:  # in memory and verified: one write, like a plain server
         body = whole if (start, end) == (0, len(whole)) else whole[start:end]
@@ -133,10 +222,47 @@ async def replay(
         return web.Response(status=status, headers=headers, body=body)
     headers["Content-Length"] = str(end - start)
     response = web.StreamResponse(status=status, headers=headers)
+    if request.method == "HEAD":
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    # The first chunk is read before the head goes: a blob found damaged (or gone) then
+    # raises while the caller can still answer from the origin instead.
+    chunks = aiter(entry.body(start=start, end=end))
+    first = await anext(chunks, b"")
+    await response.prepare(request)
+    await response.write(first)
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+    except CacheError as exc:  # changed on disk mid-stream: never end it as if whole
+        log.warning("replay of %s aborted: %s", entry.manifest.key, exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def _compressed_stream(
+    request: web.Request, entry: Entry, headers: CIMultiDict[str], encoding: Encoding
+) -> web.StreamResponse:
+    """A body too large to store a variant of, compressed as it streams from disk.
+
+    Its length is not known in advance, so ``Range`` is ignored (RFC 9110 §14.2 allows
+    it) and the response says ``Accept-Ranges: none``. Each chunk is compressed in a
+    thread (64 KiB at a time, about a millisecond each).
+    """
+    headers["Accept-Ranges"] = "none"
+    response = web.StreamResponse(status=entry.manifest.status, headers=headers)
     await response.prepare(request)
     if request.method != "HEAD":
-        async for chunk in entry.body(start=start, end=end):
-            await response.write(chunk)
+        compressor = new_compressor(encoding, level=whole_level(encoding, entry.manifest.size))
+        async for chunk in entry.body():
+            out = await asyncio.to_thread(compressor.compress, chunk)
+            if out:
+                await response.write(out)
+        await response.write(compressor.finish())
     await response.write_eof()
     return response
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -569,3 +570,30 @@ async def test_targets_that_differ_for_the_origin_never_share_an_entry() -> None
         assert await get("/~user") == (200, "/~user", "HIT")
         for bad in ("h:8080:80", "h:abc", "h:99999"):
             assert (await get("/p/q", Host=bad))[0] == 400, bad
+
+
+def _damage_largest_blob(cache_dir: Path) -> None:
+    (blob,) = [p for p in cache_dir.rglob("*.val") if p.stat().st_size > 10**6]
+    with blob.open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"X")
+
+
+async def test_a_stored_body_damaged_on_disk_is_fetched_again_never_served() -> None:
+    text = "".join(f"line {i:07d}\n" for i in range(200_000))  # 2.6 MB: streamed from disk
+
+    async def big(request: web.Request) -> web.Response:
+        return html(text, **{"Cache-Control": "max-age=600"})
+
+    async with (
+        asyncio.timeout(20),
+        weaver_stack({"/big": big}) as stack,
+        aiohttp.ClientSession() as client,
+    ):
+        for expected in ("MISS", "HIT"):
+            async with client.get(stack.url + "/big") as resp:
+                assert (await resp.text(), resp.headers["X-Weaver-Cache"]) == (text, expected)
+        await asyncio.to_thread(_damage_largest_blob, Path(stack.cache_dir))
+        for expected in ("MISS", "HIT"):
+            async with client.get(stack.url + "/big") as resp:
+                assert (await resp.text(), resp.headers["X-Weaver-Cache"]) == (text, expected)
