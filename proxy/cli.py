@@ -94,7 +94,20 @@ def demo_config(origin_port: int, listen: str) -> Config:
             "origin": [
                 {"name": "demo", "url": f"http://127.0.0.1:{origin_port}", "events": "/_events"}
             ],
-            "route": [{"path": "/", "origin": "demo", "ttl": "10s", "fragment_timeout": "500ms"}],
+            "route": [
+                # Pages: one shared paint for everyone; personal parts are suspense.
+                {
+                    "path": "/",
+                    "origin": "demo",
+                    "ttl": "10s",
+                    "fragment_timeout": "500ms",
+                    "shared": True,
+                },
+                # The app's own account and API: passed through with the visitor's
+                # cookies (shared = false, the default).
+                {"path": "/account", "origin": "demo"},
+                {"path": "/api", "origin": "demo"},
+            ],
         },
         "<demo>",
     )

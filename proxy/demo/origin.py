@@ -4,6 +4,11 @@
   suspense), the visitor's cart (personal, suspense) and a deals box whose fragment fails
   (the fallback shows).
 - ``/fragments/*``: the fragments; ``/static/shop.css``; ``/_events``: client events.
+- ``/account`` (a login, a cookie), ``/api/cart`` (JSON): the app's personal side, which
+  Weaver passes through with the visitor's own cookies (the page route is ``shared``).
+
+A signed-in visitor's cart follows their ``demo_user`` cookie; an anonymous visitor's
+cart lives as long as their Weaver session (one page view).
 """
 
 from __future__ import annotations
@@ -91,7 +96,10 @@ async def shell(request: web.Request) -> web.Response:
     )
 
 
-HEADER = "<header><h1>Weaver demo shop</h1><p>Fast first paint, live updates.</p></header>"
+HEADER = (
+    "<header><h1>Weaver demo shop</h1><p>Fast first paint, live updates."
+    ' <a href="/account">Your account</a></p></header>'
+)
 
 
 def products_html() -> str:
@@ -131,9 +139,13 @@ async def recommendations(request: web.Request) -> web.Response:
     return web.Response(text=recommendations_html(), content_type="text/html")
 
 
-def session_of(request: web.Request) -> str:
-    """The visitor's Weaver session id (the cookie is ``id.issued.signature``)."""
-    return request.cookies.get("weaver_session", "").split(".", 1)[0]
+USER_COOKIE = "demo_user"
+
+
+def cart_key(request: web.Request, session: str = "") -> str:
+    """Whose cart: the signed-in user's (their cookie), else the Weaver session's."""
+    user = request.cookies.get(USER_COOKIE)
+    return f"user:{user}" if user else f"session:{session}"
 
 
 def cart_html(items: list[str]) -> str:
@@ -143,7 +155,7 @@ def cart_html(items: list[str]) -> str:
 
 
 async def cart(request: web.Request) -> web.Response:
-    items = request.app[CARTS].get(session_of(request), [])
+    items = request.app[CARTS].get(cart_key(request), [])
     return web.Response(text=cart_html(items), content_type="text/html")
 
 
@@ -156,8 +168,8 @@ async def events(request: web.Request) -> web.Response:
     if event["id"] not in seen and event["name"] == "add-to-cart":
         seen.add(event["id"])
         product = str((event.get("data") or {}).get("product", ""))
-        request.app[CARTS].setdefault(session, []).append(product)
-    items = request.app[CARTS].get(session, [])
+        request.app[CARTS].setdefault(cart_key(request, session), []).append(product)
+    items = request.app[CARTS].get(cart_key(request, session), [])
     patches = {event["target"]: cart_html(items)} if event.get("target") else {}
     return web.json_response({"patches": patches})
 
@@ -165,7 +177,7 @@ async def events(request: web.Request) -> web.Response:
 async def inline(request: web.Request) -> web.Response:
     """The same page rendered by the origin alone, everything inline (the baseline)."""
     await asyncio.sleep(RECOMMENDATIONS_DELAY_S)
-    items = request.app[CARTS].get(session_of(request), [])
+    items = request.app[CARTS].get(cart_key(request), [])
     parts = {
         "/fragments/header": HEADER,
         "/fragments/products": products_html(),
@@ -197,6 +209,52 @@ async def css(request: web.Request) -> web.Response:
     )
 
 
+ACCOUNT = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Your account</title><link rel="stylesheet" href="/static/shop.css"></head><body>
+<header><h1>Your account</h1><p><a href="/">Back to the shop</a></p></header><main>{body}</main>
+</body></html>"""
+
+
+async def account(request: web.Request) -> web.Response:
+    """A personal page: never cached (private), different for each visitor."""
+    user = request.cookies.get(USER_COOKIE)
+    if user:
+        items = request.app[CARTS].get(f"user:{user}", [])
+        body = (
+            f"<p>Signed in as <b>{html.escape(user)}</b>.</p>{cart_html(items)}"
+            '<form method="post" action="/account/logout"><button>Sign out</button></form>'
+        )
+    else:
+        body = (
+            '<form method="post" action="/account/login"><label>Name '
+            '<input name="name" required></label> <button>Sign in</button></form>'
+        )
+    page = ACCOUNT.format(body=body)
+    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "private"})
+
+
+async def login(request: web.Request) -> web.Response:
+    name = str((await request.post()).get("name", "")).strip()[:40]
+    response = web.HTTPSeeOther("/account")
+    if name:
+        response.set_cookie(USER_COOKIE, name, httponly=True, samesite="Lax", path="/")
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    response = web.HTTPSeeOther("/account")
+    response.del_cookie(USER_COOKIE, path="/")
+    raise response
+
+
+async def api_cart(request: web.Request) -> web.Response:
+    """The signed-in visitor's cart as JSON; 401 without the cookie."""
+    user = request.cookies.get(USER_COOKIE)
+    if not user:
+        return web.json_response({"error": "sign in at /account"}, status=401)
+    return web.json_response({"user": user, "items": request.app[CARTS].get(f"user:{user}", [])})
+
+
 CARTS = web.AppKey("carts", dict[str, list[str]])
 SEEN = web.AppKey("seen_events", set[str])
 
@@ -215,4 +273,8 @@ def build_origin() -> web.Application:
     app.router.add_get("/static/shop.css", css)
     app.router.add_post("/_events", events)
     app.router.add_get("/inline", inline)
+    app.router.add_get("/account", account)
+    app.router.add_post("/account/login", login)
+    app.router.add_post("/account/logout", logout)
+    app.router.add_get("/api/cart", api_cart)
     return app
