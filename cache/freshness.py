@@ -114,7 +114,7 @@ def _seconds(value: str | None) -> float | None:
     return float(max(0, seconds))
 
 
-def _http_date(value: str | None) -> float | None:
+def http_date(value: str | None) -> float | None:
     if not value:
         return None
     try:
@@ -193,10 +193,10 @@ def freshness_lifetime(
             return 0.0 if seconds is None else seconds
     expires_text = _get(headers, "Expires")
     if expires_text is not None:
-        expires = _http_date(expires_text)
+        expires = http_date(expires_text)
         if expires is None:
             return 0.0  # §5.3: an invalid Expires ("0") means already expired
-        date = _http_date(_get(headers, "Date"))
+        date = http_date(_get(headers, "Date"))
         base = date if date is not None else response_time
         if base is None:
             return 0.0
@@ -213,7 +213,7 @@ def current_age(
 ) -> float:
     """RFC 9111 §4.2.3."""
     age_value = _seconds(_get(response_headers, "Age")) or 0.0
-    date = _http_date(_get(response_headers, "Date"))
+    date = http_date(_get(response_headers, "Date"))
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
     response_delay = max(0.0, response_time - request_time)
     corrected_initial_age = max(apparent_age, age_value + response_delay)

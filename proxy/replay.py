@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from weaver.cache.errors import CacheError
-from weaver.cache.freshness import parse_cache_control
+from weaver.cache.freshness import http_date, parse_cache_control
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import VARIANT_MAX_BYTES, Entry, variant_of_entry
 from weaver.proxy.compress import (
@@ -72,6 +72,18 @@ def replay_headers(manifest: Manifest, *, cache_status: str, age: str) -> CIMult
     headers["Accept-Ranges"] = "bytes"
     headers["X-Weaver-Cache"] = cache_status
     return headers
+
+
+def _not_modified(
+    request: web.Request, if_none_match: str | None, etag: str, headers: CIMultiDict[str]
+) -> bool:
+    """RFC 9110 §13.2.2: If-None-Match decides when sent, else If-Modified-Since
+    against the stored Last-Modified; the visitor's validators are answered here."""
+    if if_none_match is not None:
+        return etag_matches(if_none_match, etag)
+    since = http_date(request.headers.get("If-Modified-Since"))
+    modified = http_date(headers.get("Last-Modified"))
+    return since is not None and modified is not None and modified <= since
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:
@@ -139,7 +151,7 @@ async def replay(
     encoding = _negotiate(request, manifest, headers)
     etag = headers["ETag"]
     if_none_match = request.headers.get("If-None-Match")
-    if manifest.status == 200 and if_none_match is not None and etag_matches(if_none_match, etag):
+    if manifest.status == 200 and _not_modified(request, if_none_match, etag, headers):
         for name in _NOT_IN_304:
             headers.popall(name, None)
         return web.Response(status=304, headers=headers)

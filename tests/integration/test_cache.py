@@ -341,3 +341,23 @@ async def test_a_successful_post_invalidates_the_stored_page() -> None:
         async with c.post(stack.url + "/p", data=b"x") as resp:
             assert resp.status == 204
         assert (await fetch(c, stack.url + "/p"))[2]["X-Weaver-Cache"] == "MISS"
+
+
+async def test_the_visitors_validators_are_answered_from_the_cache() -> None:
+    modified = "Tue, 01 Sep 2026 10:00:00 GMT"
+    routes = {"/": page("body", **{"Cache-Control": "max-age=60", "Last-Modified": modified})}
+    async with asyncio.timeout(10), weaver_stack(routes) as stack, aiohttp.ClientSession() as c:
+        await fetch(c, stack.url + "/")  # the miss stores it; a hit names its ETag
+        _, _, first = await fetch(c, stack.url + "/")
+        etag = first["ETag"]
+        cases = [
+            ({"If-None-Match": etag}, 304),
+            ({"If-None-Match": '"other"'}, 200),
+            ({"If-Modified-Since": modified}, 304),
+            ({"If-Modified-Since": "Mon, 31 Aug 2026 10:00:00 GMT"}, 200),
+            # If-None-Match decides when both are sent (RFC 9110 §13.2.2).
+            ({"If-None-Match": '"other"', "If-Modified-Since": modified}, 200),
+        ]
+        for headers, expected in cases:
+            status, _, got = await fetch(c, stack.url + "/", headers)
+            assert (status, got["X-Weaver-Cache"]) == (expected, "HIT"), headers
