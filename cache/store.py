@@ -309,6 +309,12 @@ class Store:
             self._remember(key, manifest, body)
         return Entry(self, manifest, body)
 
+    def hot_manifest(self, key: str) -> Manifest | None:
+        """The manifest of ``key`` in the memory tier, or None. Fast: a dict lookup, no
+        verification (a hot body was verified when it entered) and no LRU bump."""
+        hot = self._memory.get(key)
+        return hot[0] if hot is not None else None
+
     def _get_sync(self, key: str) -> tuple[Manifest, bytes | None] | None:
         raw = self._db.get(("manifest", key))
         if raw is None:

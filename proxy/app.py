@@ -16,6 +16,7 @@ from weaver.config.schema import Config
 from weaver.proxy.admin import add_admin_routes
 from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.handler import proxy_handler
+from weaver.proxy.hitlane import HitLane
 from weaver.proxy.origin import OriginClient
 from weaver.proxy.paint import Fills
 from weaver.session.http import add_routes as add_session_routes
@@ -42,7 +43,14 @@ def build_app(config: Config) -> web.Application:
         try:
             async with OriginClient(config) as client:
                 fills = Fills()
-                edge = Edge(config=config, client=client, store=store, fills=fills, hub=hub)
+                edge = Edge(
+                    config=config,
+                    client=client,
+                    store=store,
+                    fills=fills,
+                    hub=hub,
+                    lane=HitLane(store),
+                )
                 app[EDGE_KEY] = edge
                 if hub is not None:
                     await hub.start()

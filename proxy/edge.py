@@ -8,6 +8,7 @@ from aiohttp import web
 
 from weaver.cache.store import Store
 from weaver.config.schema import Config
+from weaver.proxy.hitlane import HitLane
 from weaver.proxy.origin import OriginClient
 from weaver.proxy.paint import Fills
 from weaver.session.hub import SessionHub
@@ -22,6 +23,7 @@ class Edge:
     store: Store | None
     fills: Fills
     hub: SessionHub | None = None
+    lane: HitLane | None = None  # recorded answers for plain, fresh, hot hits
 
 
 EDGE_KEY = web.AppKey("edge", Edge)

@@ -34,7 +34,7 @@ from weaver.cache.keys import (
 )
 from weaver.cache.manifest import Manifest, freshness_of
 from weaver.cache.store import Entry
-from weaver.proxy.compress import apply_encoding, negotiate, new_compressor
+from weaver.proxy.compress import apply_encoding, is_negotiable, negotiate, new_compressor
 from weaver.proxy.conductor import variant_of
 from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.errors import OriginError
@@ -68,6 +68,10 @@ FILL_BUFFER_BYTES = 4 * 1024 * 1024
 
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     edge = request.app[EDGE_KEY]
+    if edge.lane is not None:
+        answered = edge.lane.answer(request)  # a plain, fresh, hot hit: prepared bytes
+        if answered is not None:
+            return answered
     authority = normalise_authority(request.host, request.scheme)
     if authority is None:
         return error_page(400, "Bad Request", "The Host header is not a valid host[:port].")
@@ -159,7 +163,7 @@ async def _cached(visit: Visit) -> web.StreamResponse:
         lookup_s = time.perf_counter() - started
         try:
             if state is CacheState.FRESH and fresh.satisfies(freshness, wants, now):
-                return await _replay(visit, entry, "HIT", now, lookup_s)
+                return await _replay(visit, entry, "HIT", now, lookup_s, key=key)
             if state is CacheState.STALE_WHILE_REVALIDATE:
                 if edge.fills.joinable(key) is None:
                     # One background refresh (RFC 5861 §3); it has no follower, so no
@@ -176,15 +180,22 @@ async def _cached(visit: Visit) -> web.StreamResponse:
 
 
 async def _replay(
-    visit: Visit, entry: Entry, cache_status: str, now: float, lookup_s: float
+    visit: Visit,
+    entry: Entry,
+    cache_status: str,
+    now: float,
+    lookup_s: float,
+    *,
+    key: str = "",
 ) -> web.StreamResponse:
     """A stored page: its suspense slots start now for this visitor (a hit starts them too)."""
     manifest = entry.manifest
+    stored = CIMultiDict(manifest.headers)
     set_cookie = None
-    if _is_html(CIMultiDict(manifest.headers)):
+    if _is_html(stored):
         set_cookie = open_session(visit, list(manifest.slots), list(manifest.channels))
     try:
-        return await replay(
+        response = await replay(
             visit.request,
             entry,
             cache_status=cache_status,
@@ -195,6 +206,13 @@ async def _replay(
     except BaseException:
         cancel_suspense(visit.request)
         raise
+    lane = visit.edge.lane
+    if key and lane is not None and isinstance(response, web.Response) and not visit.route.vary:
+        vary = parse_vary(stored.get("Vary"))
+        if vary is not None and set(vary) <= {"accept-encoding"}:
+            negotiable = is_negotiable(stored, status=manifest.status, size=manifest.size)
+            lane.record(visit.request, key, manifest, response, is_negotiable=negotiable)
+    return response
 
 
 def _is_html(headers: CIMultiDict[str]) -> bool:
