@@ -9,12 +9,25 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
-from loadtests.common import free_port_pair
-
 LOCUSTFILE = Path(__file__).parents[2] / "loadtests" / "locustfile.py"
+
+
+def free_port_pair() -> int:
+    """A free port P with P + 1 free too (``weaver demo`` puts the session on P + 1)."""
+    for _ in range(100):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two consecutive free ports")
 
 
 async def _drain(stream: asyncio.StreamReader) -> bytes:
