@@ -137,7 +137,7 @@ def plot(samples: list[dict[str, Any]], rows: list[dict[str, str]], path: Path) 
         mine = [r for r in rows if r["Type"] == kind and r["Name"] == name and r["99%"] != "N/A"]
         times = [(float(r["Timestamp"]) - start) / 60 for r in mine]
         axes[2].plot(times, [float(r["99%"]) for r in mine], label=f"{kind} {name}", lw=0.8)
-    axes[2].set_ylabel("p99 ms (cumulative)")
+    axes[2].set_ylabel("p99 ms (locust stats history)")
     axes[2].set_yscale("log")
     axes[2].legend(fontsize=6, ncol=2)
     total = [r for r in rows if r["Name"] == "Aggregated"]
