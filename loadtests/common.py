@@ -102,3 +102,16 @@ def load_in_processes(url: str, *, duration_s: float, concurrency: int, processe
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
+
+
+def free_port_pair() -> int:
+    """A free port P with P + 1 free too (``weaver demo`` puts the session on P + 1)."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
