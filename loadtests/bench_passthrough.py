@@ -1,11 +1,18 @@
-"""bench_passthrough: req/s of Weaver proxying a 20 KB page vs the origin served directly.
+"""bench_passthrough: req/s of Weaver proxying an uncached 20 KB page, against baselines.
 
-One process each (origin, Weaver, load). Run: ``python loadtests/bench_passthrough.py``.
+Baselines from the same run: the origin served directly, and a naive aiohttp streaming
+proxy (one pooled ClientSession, the response streamed chunk by chunk as it arrives,
+no scanning, no cache). Weaver's figures: a woven HTML miss (scanned, no includes) and
+a non-HTML passthrough. One process each (origin, proxies, load); wrk when installed.
+Run: ``python -m loadtests.bench_passthrough``.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
+import subprocess
 
 from aiohttp import web
 
@@ -31,6 +38,34 @@ def origin_app() -> web.Application:
     return app
 
 
+def naive_proxy_app(origin_port: int) -> web.Application:
+    """The baseline: what a careful aiohttp user writes in twenty lines."""
+    import aiohttp
+
+    base = f"http://127.0.0.1:{origin_port}"
+    state: dict[str, aiohttp.ClientSession] = {}
+
+    async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+        state["client"] = aiohttp.ClientSession(auto_decompress=False)
+        yield
+        await state["client"].close()
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        async with state["client"].get(base + request.path_qs) as upstream:
+            response = web.StreamResponse(status=upstream.status)
+            response.content_type = upstream.content_type
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_get("/{tail:.*}", proxy)
+    return app
+
+
 def weaver_app(origin_port: int) -> web.Application:
     config = build_config(
         {
@@ -47,26 +82,46 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    origin_port, weaver_port = free_port(), free_port()
-    origin = start_process(origin_app, origin_port)
-    weaver = start_process(weaver_app, weaver_port, origin_port)
+    origin_port, weaver_port, naive_port = free_port(), free_port(), free_port()
+    procs = [
+        start_process(origin_app, origin_port),
+        start_process(weaver_app, weaver_port, origin_port),
+        start_process(naive_proxy_app, naive_port, origin_port),
+    ]
     try:
-        print(f"page size {len(PAGE)} bytes, {args.duration}s, concurrency {args.concurrency}")
+        tool = "wrk" if shutil.which("wrk") else "python clients"
+        print(
+            f"page size {len(PAGE)} bytes, {args.duration}s, concurrency {args.concurrency}, {tool}"
+        )
         results = {}
         for name, url in [
-            ("origin direct  /page ", f"http://127.0.0.1:{origin_port}/page"),
-            ("weaver (woven) /page ", f"http://127.0.0.1:{weaver_port}/page"),
-            ("weaver (bytes) /asset", f"http://127.0.0.1:{weaver_port}/asset"),
+            ("origin direct      /page ", f"http://127.0.0.1:{origin_port}/page"),
+            ("naive aiohttp proxy /page", f"http://127.0.0.1:{naive_port}/page"),
+            ("weaver (woven)     /page ", f"http://127.0.0.1:{weaver_port}/page"),
+            ("weaver (bytes)     /asset", f"http://127.0.0.1:{weaver_port}/asset"),
         ]:
-            results[name] = load_in_processes(
-                url, duration_s=args.duration, concurrency=args.concurrency, processes=1
-            )
-        base = results["origin direct  /page "]
+            results[name] = _rps(url, args.duration, args.concurrency)
+        naive = results["naive aiohttp proxy /page"]
         for name, rps in results.items():
-            print(f"{name}  {rps:8.0f} req/s  ratio {rps / base:.2f}")
+            print(f"{name}  {rps:8.0f} req/s  vs naive proxy {rps / naive:.2f}x")
     finally:
-        origin.kill()
-        weaver.kill()
+        for proc in procs:
+            proc.kill()
+
+
+def _rps(url: str, duration_s: float, concurrency: int) -> float:
+    if shutil.which("wrk"):
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if match is None or "Non-2xx" in out:
+            raise RuntimeError(f"wrk failed on {url}:\n{out}")
+        return float(match.group(1))
+    return load_in_processes(url, duration_s=duration_s, concurrency=concurrency, processes=1)
 
 
 if __name__ == "__main__":
