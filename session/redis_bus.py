@@ -216,6 +216,7 @@ class RedisBus:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
+        self._up = asyncio.Event()  # set while up, after the sessions were written back
 
     @property
     def is_up(self) -> bool:
@@ -252,6 +253,10 @@ class RedisBus:
         except (RedisError, OSError, TimeoutError):
             pass
 
+    async def wait_up(self) -> None:
+        """Until the bus is up (connected, subscribed, this node's sessions written back)."""
+        await self._up.wait()
+
     def on_purge(self, handler: PurgeHandler) -> None:
         self._on_purge = handler
 
@@ -277,6 +282,7 @@ class RedisBus:
                 attempt = 0
                 if self._on_up is not None:
                     await self._on_up()
+                self._up.set()
                 self._started.set()
                 while not self._down.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.25)
@@ -286,6 +292,7 @@ class RedisBus:
                 self._mark_down(exc)
             finally:
                 self._is_up = False
+                self._up.clear()
                 self._started.set()  # start() waits for the first attempt only
                 try:
                     async with asyncio.timeout(self.config.timeout_s):
