@@ -122,6 +122,17 @@ def matches(request: PurgeRequest, key: str) -> bool:
     )
 
 
+async def apply_broadcast(store: Store, body: bytes) -> int:
+    """Apply a purge another node received and broadcast (its admin request's body):
+    every node drops the entries, memory tier included. A body this node cannot parse
+    purges nothing here (the sending node answered 400 and broadcast nothing)."""
+    try:
+        request = parse_purge_body(body)
+    except BadPurge:
+        return 0
+    return await apply(store, request)
+
+
 async def apply(store: Store, request: PurgeRequest) -> int:
     """Purge what ``request`` names; returns how many entries were purged."""
     count = 0

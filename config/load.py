@@ -342,6 +342,57 @@ def _load_route(r: _Reader, problems: list[ConfigProblem]) -> RouteConfig:
     )
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def _redis_url_problem(url: str) -> str | None:
+    hint = '(try "redis://127.0.0.1:6379/0", or rediss://:PASSWORD@host:6380/0 for TLS)'
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises on a bad port
+    except ValueError:
+        return f'"{redact_url(url)}" is not a Redis URL {hint}'
+    db = parts.path.lstrip("/")
+    if not parts.hostname or (db and not db.isdigit()) or parts.query or parts.fragment:
+        return f'"{redact_url(url)}" is not a Redis URL {hint}'
+    return None
+
+
+def _load_bus(r: _Reader, d: BusConfig) -> BusConfig:
+    bus = BusConfig(
+        url=r.get("url", str, d.url),
+        timeout_s=r.parsed("timeout", parse_duration, d.timeout_s),
+        session_log=r.get("session_log", int, d.session_log),
+        channel_history=r.get("channel_history", int, d.channel_history),
+        session_ttl_s=r.parsed("session_ttl", parse_duration, d.session_ttl_s),
+    )
+    if bus.is_redis:
+        problem = _redis_url_problem(bus.url)
+        if problem is not None:
+            r.problem("url", problem)
+    elif bus.url != "memory://":
+        r.problem(
+            "url",
+            f'"{redact_url(bus.url)}" is not a bus URL '
+            '(try "memory://" or "redis://127.0.0.1:6379/0")',
+        )
+    for key, value in (("session_log", bus.session_log), ("channel_history", bus.channel_history)):
+        if not 1 <= value <= 1_000_000:
+            r.problem(key, f"must be 1..1000000; got {value}")
+    if not 0 < bus.timeout_s <= 60:
+        r.problem("timeout", f'must be over 0 and at most 60s; got {bus.timeout_s}s (try "1s")')
+    if bus.session_ttl_s < 1:
+        r.problem("session_ttl", f'must be at least 1s; got {bus.session_ttl_s}s (try "10m")')
+    return bus
+
+
 def build_config(
     document: Mapping[str, object], source: str, env: Mapping[str, str] | None = None
 ) -> Config:
@@ -371,12 +422,14 @@ def build_config(
         max_size_bytes=cache_r.parsed("max_size", parse_size, cache_d.max_size_bytes),
         memory_size_bytes=cache_r.parsed("memory_size", parse_size, cache_d.memory_size_bytes),
     )
-    bus = BusConfig(url=bus_r.get("url", str, bus_d.url))
-    if bus.url.startswith(("redis://", "rediss://")):
-        # Not built yet: refusing beats accepting a key that does nothing.
-        bus_r.problem("url", f'"{bus.url}": the Redis bus is not supported yet; use "memory://"')
-    elif not bus.url.startswith("memory://"):
-        bus_r.problem("url", f'"{bus.url}" is not a bus URL (try "memory://")')
+    bus = _load_bus(bus_r, bus_d)
+    if bus.is_redis and not session.secret:
+        session_r.problem(
+            "secret",
+            f'is required when bus.url is Redis ("{redact_url(bus.url)}"): every node signs and '
+            'verifies session cookies with it; set secret = "env:WEAVER_SECRET" (the same '
+            "value on every node)",
+        )
     for reader in (server_r, session_r, cache_r, bus_r):
         reader.finish()
 

@@ -73,7 +73,22 @@ class CacheConfig:
 
 @dataclass(frozen=True, slots=True)
 class BusConfig:
+    """``[bus]``: how sessions, channels and purges reach every node.
+
+    ``memory://`` is one process. ``redis://`` / ``rediss://`` (a password as
+    ``redis://:PASSWORD@host:port/db``) shares them through Redis; the limits below
+    bound what each session and channel keeps there.
+    """
+
     url: str = "memory://"
+    timeout_s: float = 1.0  # every Redis call; past it the node delivers locally
+    session_log: int = 256  # messages a session's stream keeps (MAXLEN ~, DROP_OLDEST)
+    channel_history: int = 100  # messages a channel's stream keeps (MAXLEN ~, DROP_OLDEST)
+    session_ttl_s: float = 600.0  # a detached session's keys expire after this
+
+    @property
+    def is_redis(self) -> bool:
+        return self.url.startswith(("redis://", "rediss://"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,15 +40,20 @@ async def purge_handler(request: web.Request) -> web.Response:
     edge = request.app[EDGE_KEY]
     if not bearer_ok(request, edge.config.session.publish_token):
         return unauthorized()
+    body = await request.read()
     try:
-        wanted = purge.parse_purge_body(await request.read())
+        wanted = purge.parse_purge_body(body)
     except CacheError as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    if edge.store is None:
-        return web.json_response({"purged": 0})
-    count = await purge.apply(edge.store, wanted)
+    # Every other node gets it through the bus (a no-op with one process); if the bus
+    # is down the answer says so, so the operator knows other nodes still serve it.
+    is_broadcast = edge.hub is None or await edge.hub.bus.publish_purge(body)
+    count = 0 if edge.store is None else await purge.apply(edge.store, wanted)
     log.info("purged %d entries (%s)", count, wanted)
-    return web.json_response({"purged": count})
+    answer: dict[str, object] = {"purged": count}
+    if not is_broadcast:
+        answer["warning"] = "purged on this node only: the bus is down"
+    return web.json_response(answer)
 
 
 def add_admin_routes(app: web.Application) -> None:

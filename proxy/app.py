@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from weaver.cache.purge import apply_broadcast
 from weaver.cache.store import Store
 from weaver.config.schema import Config
 from weaver.proxy.admin import add_admin_routes
@@ -19,6 +20,7 @@ from weaver.proxy.handler import proxy_handler
 from weaver.proxy.hitlane import HitLane
 from weaver.proxy.origin import OriginClient
 from weaver.proxy.paint import Fills
+from weaver.session.bus import make_bus
 from weaver.session.http import add_routes as add_session_routes
 from weaver.session.hub import SessionHub
 
@@ -53,6 +55,7 @@ def build_app(config: Config) -> web.Application:
                 )
                 app[EDGE_KEY] = edge
                 if hub is not None:
+                    hub.bus.on_purge(lambda body: apply_broadcast(store, body))
                     await hub.start()
                     log.info("sessions on ws://%s:%d/", config.session.listen.host, hub.port)
                 try:
@@ -64,7 +67,16 @@ def build_app(config: Config) -> web.Application:
         finally:
             await store.close()
 
-    hub = SessionHub(config.session) if config.session.secret else None
+    hub = (
+        SessionHub(
+            config.session,
+            bus=make_bus(config.bus),
+            log_max_messages=config.bus.session_log,
+            channel_history=config.bus.channel_history,
+        )
+        if config.session.secret
+        else None
+    )
     if hub is None:
         log.warning("session.secret is not set: no sessions; suspense keeps its fallbacks")
     else:

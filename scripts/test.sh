@@ -16,6 +16,16 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
+# Debian's redis-server for the scale-out tests (a real one per run, started by a fixture).
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "scripts/test.sh: redis-server is missing; run: sudo apt-get install redis-server" >&2
+        exit 1
+    fi
+fi
+
 python3 -m pip install -q -e '.[test]' --config-settings editable_mode=strict
 
 ruff format --check .

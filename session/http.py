@@ -59,7 +59,7 @@ async def publish_handler(request: web.Request) -> web.Response:
             return _bad(too_long)
         delivered = await hub.publish_channel(channel, body["data"])
     elif isinstance(session, str) and session and channel is None:
-        delivered = hub.publish_session(session, body["data"])
+        delivered = await hub.publish_to_session(session, body["data"])
     else:
         return _bad('give exactly one of "channel" or "session", a non-empty string')
     return web.json_response({"delivered_to": delivered}, status=202)
@@ -106,7 +106,7 @@ async def post_event_handler(request: web.Request) -> web.Response:
         return web.json_response({"error": exc.reason}, status=exc.status)
     if not isinstance(message, ClientEvent):
         return _bad("only event messages may be POSTed")
-    await hub.offer_event(hub.session(session_id), message)
+    await hub.offer_event(await hub.load(session_id), message)
     return web.json_response({"queued": message.id}, status=202)
 
 

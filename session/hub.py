@@ -19,6 +19,13 @@ Queues and their overflow policies:
   extra ``<weaver-subscribe>`` is ignored with a warning.
 - sessions without a consumer are held ``session_hold_s`` then dropped (their fetches
   cancelled); past ``max_sessions`` the longest-detached session is dropped first.
+
+With a shared bus (Redis, ``bus.shared``) the log and the metadata live there: a
+session's messages are written in order by one writer task per session (batched, each
+batch under ``bus.timeout``), numbered where the log lives, and reach the consumers of
+every node through the bus; a consumer attaches from the shared log, so a visitor may
+resume on any node. When the bus is down a session delivers locally (its local log
+continues the numbering) and is written back when the bus returns.
 """
 
 from __future__ import annotations
@@ -35,9 +42,19 @@ import orjson
 
 from weaver.config.schema import SessionConfig
 from weaver.session import auth
-from weaver.session.bus import Bus, MemoryBus
+from weaver.session.bus import (
+    Bus,
+    BusUnavailable,
+    ChannelMessage,
+    Emit,
+    MemoryBus,
+    Meta,
+    Op,
+    SharedLog,
+    StoredSession,
+)
 from weaver.session.errors import POLICY, SessionError
-from weaver.session.protocol import ClientEvent, encode
+from weaver.session.protocol import ClientEvent, encode, encode_parts
 from weaver.session.resume import SessionLog
 
 log = logging.getLogger(__name__)
@@ -80,7 +97,9 @@ class Outbox:
         "_items",
         "_ready",
         "direct",
+        "holding",
         "is_overflowed",
+        "last_seq",
         "max_bytes",
         "max_messages",
     )
@@ -95,11 +114,33 @@ class Outbox:
         self._items: deque[tuple[int, bytes]] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
+        self.last_seq = 0  # the last seq put: a message is put once, in seq order
+        # While attaching from a shared log: what arrives meanwhile, sorted out after.
+        self.holding: list[tuple[int, bytes]] | None = None
 
     def put(self, seq: int, message: bytes) -> None:
         """Enqueue without waiting; past a bound the consumer is to be cut off instead."""
-        if self.is_overflowed:
+        if self.holding is not None:
+            self.holding.append((seq, message))
             return
+        if self.is_overflowed or seq <= self.last_seq:
+            return
+        self.last_seq = seq
+        self._put(seq, message)
+
+    def put_unlogged(self, message: bytes) -> None:
+        """A message outside the log (a node's own ``bye``): numbered like ``hello``."""
+        if not self.is_overflowed:
+            self._put(self.last_seq, message)
+
+    def overflow(self) -> None:
+        """Cut the consumer off (1013): it resumes from the log."""
+        self.is_overflowed = True
+        self._items.clear()
+        self._bytes = 0
+        self._ready.set()
+
+    def _put(self, seq: int, message: bytes) -> None:
         if not self._items and self.direct is not None and self.direct(message):
             return
         if len(self._items) >= self.max_messages or self._bytes + len(message) > self.max_bytes:
@@ -138,18 +179,67 @@ class Session:
         self.events: asyncio.Queue[ClientEvent] | None = None
         self.event_worker: asyncio.Task[None] | None = None
         self.detached_at: float | None = time.monotonic()
+        # With a shared bus: the hub's writer (set by the hub), what waits for it.
+        self.write_shared: Callable[[Session, Op], None] | None = None
+        self.pending: deque[Op] = deque()
+        self.writer: asyncio.Task[None] | None = None
+        self.is_local_only = False  # delivered locally during an outage: to write back
+        self.touched_at = 0.0
 
-    def emit(self, message_type: str, **fields: Any) -> int:
+    def emit(self, message_type: str, **fields: Any) -> None:
+        head, tail = encode_parts(message_type, **fields)
+        self.emit_encoded(Emit(head, tail))
+
+    def emit_encoded(self, emit: Emit) -> None:
+        """Log and deliver ``emit``: here, or through the shared log when there is one."""
+        if self.write_shared is not None:
+            self.write_shared(self, emit)
+        else:
+            self.deliver_local(emit)
+
+    def deliver_local(self, emit: Emit) -> None:
         seq = self.log.next_seq()
-        message = encode(message_type, seq, **fields)
+        message = emit.message(seq)
         self.log.append(seq, message)
         for outbox in self.outboxes:
             outbox.put(seq, message)
-        return seq
+
+    def receive(self, seq: int, message: bytes) -> None:
+        """A message numbered by the shared log: to the local log and the consumers."""
+        if seq <= self.log.last_seq:
+            return
+        if seq != self.log.last_seq + 1:
+            # A notification was missed (the bus reconnected): the local log has a hole,
+            # so it starts over, and consumers resume from the shared log (1013).
+            log.info("session %s missed seqs %d..%d", self.id, self.log.last_seq + 1, seq - 1)
+            self.log = SessionLog(max_messages=self.log.max_messages, max_bytes=self.log.max_bytes)
+            for outbox in self.outboxes:
+                if outbox.holding is None:
+                    outbox.overflow()
+        self.log.last_seq = seq
+        self.log.append(seq, message)
+        for outbox in self.outboxes:
+            outbox.put(seq, message)
+
+    def write_meta(self, *fields: tuple[str, bytes], subscribed: str | None = None) -> None:
+        if self.write_shared is not None:
+            self.write_shared(self, Meta(fields, subscribed))
 
     def set_slot(self, message_type: str, slot: str, **fields: Any) -> None:
         self.slots[slot] = (message_type, {"id": slot, **fields})
-        self.emit(message_type, id=slot, **fields)
+        head, tail = encode_parts(message_type, id=slot, **fields)
+        state = orjson.dumps([message_type, {"id": slot, **fields}])
+        self.emit_encoded(Emit(head, tail, fields=((f"slot:{slot}", state),)))
+
+    def stored(self) -> StoredSession:
+        """What the shared log holds of this session, from this node's copy."""
+        return StoredSession(
+            seq=self.log.last_seq,
+            cookie=self.cookie,
+            events_url=self.events_url,
+            channels=tuple(sorted(self.channels)),
+            slots={k: orjson.dumps(list(v)) for k, v in self.slots.items()},
+        )
 
 
 class SessionHub:
@@ -193,6 +283,7 @@ class SessionHub:
         self.hello_timeout_s = hello_timeout_s
         self.events_max_pending = events_max_pending
         self.event_timeout_s = event_timeout_s
+        self.shared: SharedLog | None = self.bus.shared
         self.sessions: dict[str, Session] = {}
         self.subscribers: dict[str, set[str]] = {}  # channel -> session ids
         self.history: dict[str, deque[Any]] = {}
@@ -210,7 +301,9 @@ class SessionHub:
         from weaver.session.server import serve  # the websockets edge
 
         self._http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-        await self.bus.start(self._on_bus_message)
+        await self.bus.start(
+            self._on_bus_message, on_session=self._on_session_message, on_up=self._on_bus_up
+        )
         self._server = await serve(self)
         self.spawn(self._janitor())
 
@@ -226,8 +319,17 @@ class SessionHub:
             return
         self._is_stopping = True
         for session in self.sessions.values():
-            if session.outboxes:
+            if not session.outboxes:
+                continue
+            if self.shared is None:
                 session.emit("bye", reason="server shutting down")
+            else:  # not logged: a resume on another node must not replay this node's bye
+                bye = encode("bye", session.log.last_seq, reason="server shutting down")
+                for outbox in session.outboxes:
+                    outbox.put_unlogged(bye)
+        writers = [s.writer for s in self.sessions.values() if s.writer is not None]
+        if writers:  # messages on their way to the shared log get there first
+            await asyncio.wait(writers, timeout=2 * self._timeout_s())
         for _ in range(50):  # let writers send their bye (at most 0.5 s)
             if not any(s.outboxes for s in self.sessions.values()):
                 break
@@ -285,9 +387,13 @@ class SessionHub:
         session = self.session(session_id)
         session.cookie = auth.strip_session_cookie(cookie_header)
         session.events_url = events_url
+        session.write_meta(
+            ("cookie", (session.cookie or "").encode()), ("events", (events_url or "").encode())
+        )
         return session_id, set_cookie
 
     def session(self, session_id: str) -> Session:
+        """This node's copy of the session (a new one if it has none)."""
         session = self.sessions.get(session_id)
         if session is None:
             if len(self.sessions) >= self.max_sessions:
@@ -297,8 +403,106 @@ class SessionHub:
                 log_max_messages=self.log_max_messages,
                 log_max_bytes=self.log_max_bytes,
             )
+            if self.shared is not None:
+                session.write_shared = self._write_shared
             self.sessions[session_id] = session
         return session
+
+    async def load(self, session_id: str) -> Session:
+        """The session, as the shared log knows it when this node has no copy: its seq,
+        cookie, events URL, slots and channels; the channel messages published while
+        no node held it are caught up. Without a shared bus (or with it down): as
+        :meth:`session`."""
+        if session_id in self.sessions or self.shared is None or not self.shared.is_up:
+            return self.session(session_id)
+        try:
+            stored = await self.shared.load(session_id)
+        except BusUnavailable:
+            stored = None
+        if session_id in self.sessions or stored is None:
+            return self.session(session_id)
+        session = self.session(session_id)
+        session.log.last_seq = stored.seq
+        session.cookie, session.events_url = stored.cookie, stored.events_url
+        for slot, state in stored.slots.items():
+            message_type, fields = orjson.loads(state)
+            session.slots[slot] = (message_type, fields)
+        for channel in stored.channels:
+            session.channels.add(channel)
+            self.subscribers.setdefault(channel, set()).add(session_id)
+        for channel, cursor in stored.cursors.items():
+            if channel in session.channels:
+                await self._catch_up(session, channel, cursor)
+        return session
+
+    async def _catch_up(self, session: Session, channel: str, cursor: str) -> None:
+        assert self.shared is not None
+        try:
+            entries = await self.shared.channel_since(channel, cursor)
+        except BusUnavailable:
+            return
+        for entry_id, payload in entries:
+            session.emit_encoded(self._channel_emit(ChannelMessage(channel, payload, entry_id)))
+
+    # the shared log's side
+
+    def _timeout_s(self) -> float:
+        timeout_s: float = getattr(getattr(self.bus, "config", None), "timeout_s", 1.0)
+        return timeout_s
+
+    def _write_shared(self, session: Session, op: Op) -> None:
+        """Queue ``op`` for the session's writer (one per session: order is kept)."""
+        session.pending.append(op)
+        if session.writer is None or session.writer.done():
+            session.writer = self.spawn(self._writer(session))
+
+    async def _writer(self, session: Session) -> None:
+        """Write the session's ops in order, a batch per round trip; when the bus is
+        down (or fails), deliver them locally instead. Bounded: each batch waits at
+        most ``bus.timeout``."""
+        assert self.shared is not None
+        while session.pending:
+            batch = [session.pending.popleft() for _ in range(min(256, len(session.pending)))]
+            if self.shared.is_up and not session.is_local_only:
+                try:
+                    await self.shared.write(session.id, batch)
+                    continue  # delivered through the bus: _on_session_message
+                except BusUnavailable:
+                    pass
+            if not session.is_local_only:
+                log.warning("session %s: the bus is down; delivering locally", session.id)
+                session.is_local_only = True
+            for op in batch:
+                if isinstance(op, Emit):
+                    session.deliver_local(op)
+
+    def _on_session_message(self, session_id: str, seq: int, message: bytes) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None and not session.is_local_only:
+            session.receive(seq, message)
+
+    async def _on_bus_up(self) -> None:
+        """The bus is (back) up: write back the sessions delivered locally meanwhile,
+        and every session this node holds if Redis lost them (restarted empty)."""
+        assert self.shared is not None
+        for session in list(self.sessions.values()):
+            if session.pending and not session.is_local_only:
+                continue  # its writer is on it
+            while True:  # until no local delivery slipped in during the round trip
+                stored = session.stored()
+                is_seeded = await self.shared.seed(session.id, stored, session.log.since_oldest())
+                if not is_seeded or session.log.last_seq == stored.seq:
+                    break
+            if not is_seeded:
+                if session.is_local_only:
+                    log.warning(
+                        "session %s: the shared log went further while this node delivered "
+                        "locally; its consumers resume from the shared log",
+                        session.id,
+                    )
+                for outbox in session.outboxes:  # they may have missed messages
+                    outbox.overflow()
+            session.is_local_only = False
 
     def run_suspense(
         self, session_id: str, fetches: Sequence[tuple[str, SuspenseFetch]]
@@ -353,13 +557,19 @@ class SessionHub:
         self._add_subscriber(session, channel)
 
     def _add_subscriber(self, session: Session, channel: str) -> None:
+        is_new = channel not in session.channels
         session.channels.add(channel)
         self.subscribers.setdefault(channel, set()).add(session.id)
+        if is_new:
+            session.write_meta(
+                ("channels", orjson.dumps(sorted(session.channels))), subscribed=channel
+            )
 
     def unsubscribe(self, session_id: str, channel: str) -> None:
         session = self.sessions.get(session_id)
-        if session is not None:
+        if session is not None and channel in session.channels:
             session.channels.discard(channel)
+            session.write_meta(("channels", orjson.dumps(sorted(session.channels))))
         members = self.subscribers.get(channel)
         if members is not None:
             members.discard(session_id)
@@ -371,34 +581,95 @@ class SessionHub:
         await self.bus.publish(channel, orjson.dumps(data))
         return self.presence(channel)
 
-    def _on_bus_message(self, channel: str, payload: bytes) -> None:
-        data = orjson.loads(payload)
-        self.history.setdefault(channel, deque(maxlen=self.channel_history)).append(data)
-        for session_id in self.subscribers.get(channel, ()):
+    def _on_bus_message(self, message: ChannelMessage) -> None:
+        try:
+            data = orjson.loads(message.payload)
+        except orjson.JSONDecodeError:
+            log.warning("channel %r: a publication is not JSON; dropped", message.channel)
+            return
+        history = self.history.setdefault(message.channel, deque(maxlen=self.channel_history))
+        history.append(data)
+        emit = self._channel_emit(message)  # encoded once for every session
+        for session_id in self.subscribers.get(message.channel, ()):
             session = self.sessions.get(session_id)
             if session is not None:
-                session.emit("message", channel=channel, data=data)
+                session.emit_encoded(emit)
+
+    @staticmethod
+    def _channel_emit(message: ChannelMessage) -> Emit:
+        head, tail = encode_parts("message", channel=message.channel, data=None)
+        tail = tail.removesuffix(b"null}") + message.payload + b"}"
+        cursor = (message.channel, message.id) if message.id is not None else None
+        return Emit(head, tail, cursor=cursor)
 
     def publish_session(self, session_id: str, data: Any) -> int:
+        """Publish to one session this node holds (0 if it holds none by that id)."""
         session = self.sessions.get(session_id)
         if session is None:
             return 0
         session.emit("message", channel=None, data=data)
         return 1
 
+    async def publish_to_session(self, session_id: str, data: Any) -> int:
+        """Publish to one session wherever it is: this node's, else the shared log's."""
+        if session_id in self.sessions or self.shared is None:
+            return self.publish_session(session_id, data)
+        head, tail = encode_parts("message", channel=None, data=data)
+        try:
+            return int(await self.shared.emit_if_exists(session_id, Emit(head, tail)))
+        except BusUnavailable:
+            return 0
+
     def presence(self, channel: str) -> int:
         return len(self.subscribers.get(channel, ()))
 
     # the consumers' side (WebSocket, SSE)
 
-    def attach(self, session: Session, last_seq: int) -> tuple[Outbox, bool, int]:
+    async def attach(self, session: Session, last_seq: int) -> tuple[Outbox, bool, int]:
         """A new consumer from ``last_seq``: (its outbox, whether it resumed, the seq its
         hello carries — the last assigned before anything this attach sends).
 
-        No await between reading the log and attaching: nothing can slip between.
+        From the shared log when there is one (what arrives while it is read is held and
+        sorted out by seq), else from the local log with no await between reading the
+        log and attaching: nothing can slip between. Cancel-safe.
         """
+        if self.shared is not None and self.shared.is_up and not session.is_local_only:
+            try:
+                return await self._attach_shared(session, last_seq)
+            except BusUnavailable:
+                pass  # the local log, as if alone
+        return self._attach_local(session, last_seq)
+
+    async def _attach_shared(self, session: Session, last_seq: int) -> tuple[Outbox, bool, int]:
+        assert self.shared is not None
+        outbox = Outbox(max_messages=self.outbound_max_messages, max_bytes=self.outbound_max_bytes)
+        outbox.holding = []
+        session.outboxes.add(outbox)
+        try:
+            replay = await self.shared.replay(session.id, last_seq)
+        except BaseException:
+            session.outboxes.discard(outbox)
+            raise
+        session.detached_at = None
+        self.connections += 1
+        held, outbox.holding = outbox.holding, None
+        if replay.is_reset:
+            outbox.last_seq = replay.seq
+            self._reset(session)
+        else:
+            outbox.last_seq = last_seq
+            for seq, message in replay.entries:
+                outbox.put(seq, message)
+        for seq, message in held:
+            if seq > outbox.last_seq + 1:
+                outbox.overflow()  # a hole: resume from the shared log
+            outbox.put(seq, message)
+        return outbox, not replay.is_reset and last_seq > 0, replay.seq
+
+    def _attach_local(self, session: Session, last_seq: int) -> tuple[Outbox, bool, int]:
         outbox = Outbox(max_messages=self.outbound_max_messages, max_bytes=self.outbound_max_bytes)
         hello_seq = session.log.last_seq
+        outbox.last_seq = min(last_seq, hello_seq)
         missed = session.log.since(last_seq)
         session.outboxes.add(outbox)
         session.detached_at = None
@@ -508,16 +779,30 @@ class SessionHub:
     # housekeeping
 
     async def _janitor(self) -> None:
-        """Drop sessions held longer than ``session_hold_s`` without a consumer."""
+        """Drop sessions held longer than ``session_hold_s`` without a consumer; push
+        back the expiry of attached sessions' shared keys."""
         interval = min(1.0, self.session_hold_s / 4)
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            await self._touch_attached(now)
             for session in list(self.sessions.values()):
                 if session.detached_at is not None and now - session.detached_at > (
                     self.session_hold_s
                 ):
                     self._drop(session)
+
+    async def _touch_attached(self, now: float) -> None:
+        ttl_s = getattr(getattr(self.bus, "config", None), "session_ttl_s", 600.0)
+        if self.shared is None or not self.shared.is_up:
+            return
+        due = [s for s in self.sessions.values() if s.outboxes and now - s.touched_at > ttl_s / 3]
+        try:
+            await self.shared.touch([s.id for s in due])
+        except BusUnavailable:
+            return
+        for session in due:
+            session.touched_at = now
 
     def _drop(self, session: Session) -> None:
         for task in list(session.tasks):

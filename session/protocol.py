@@ -86,3 +86,12 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
 def encode(message_type: str, seq: int, **fields: Any) -> bytes:
     """A server message: ``{"type": …, "seq": n, …}`` as JSON bytes."""
     return orjson.dumps({"type": message_type, "seq": seq, **fields})
+
+
+def encode_parts(message_type: str, **fields: Any) -> tuple[bytes, bytes]:
+    """A server message before its seq is known: (head, tail) such that
+    ``head + str(seq) + tail == encode(message_type, seq, **fields)``; the seq is
+    assigned where the session's log lives (another process, with a shared bus)."""
+    head = orjson.dumps({"type": message_type})[:-1] + b',"seq":'
+    tail = b"," + orjson.dumps(fields)[1:] if fields else b"}"
+    return head, tail

@@ -37,6 +37,10 @@ class SessionLog:
         """The oldest seq still held (last_seq + 1 when empty)."""
         return self._entries[0][0] if self._entries else self.last_seq + 1
 
+    def since_oldest(self) -> list[tuple[int, bytes]]:
+        """Every (seq, message) still held, oldest first."""
+        return list(self._entries)
+
     def since(self, last_seq: int) -> list[tuple[int, bytes]] | None:
         """(seq, message) after ``last_seq``; None when the log no longer reaches back."""
         if last_seq >= self.last_seq:

@@ -83,8 +83,8 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
             raise SessionError(TRY_AGAIN, "too many connections on this node; retry")
         hello = await _hello(hub, ws)
         session_id = _authenticate(hub, ws, hello)
-        session = hub.session(session_id)
-        outbox, resumed, hello_seq = hub.attach(session, hello.last_seq)
+        session = await hub.load(session_id)
+        outbox, resumed, hello_seq = await hub.attach(session, hello.last_seq)
         await ws.send(encode("hello", hello_seq, session=session_id, resumed=resumed).decode())
         outbox.direct = _direct_writer(ws, hub.outbound_max_bytes)
         async with asyncio.TaskGroup() as tasks:

@@ -55,8 +55,8 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
         session_id = auth.verify(hub.config.secret, token, time.time())
     except SessionError as exc:
         return web.json_response({"error": exc.reason}, status=exc.status)
-    session = hub.session(session_id)
-    outbox, resumed, hello_seq = hub.attach(session, _last_seq(request))
+    session = await hub.load(session_id)
+    outbox, resumed, hello_seq = await hub.attach(session, _last_seq(request))
     try:
         response = web.StreamResponse(
             headers={

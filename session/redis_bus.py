@@ -1,0 +1,500 @@
+"""The Redis bus: pub/sub between nodes, session and channel logs in Redis Streams.
+
+Keys (every key of one session, or of one channel, carries the same hash tag, so each
+script touches one Redis Cluster slot):
+
+- ``weaver:{s:ID}``: the session's metadata hash: ``seq`` (the last number assigned,
+  HINCRBY: one counter for every node), ``cookie``, ``events``, ``channels`` (JSON),
+  ``slot:SLOT`` (the latest slot message, JSON ``[type, fields]``, for a reset) and
+  ``cur:CHANNEL`` (the last channel entry the session took). TTL ``bus.session_ttl``.
+- ``weaver:{s:ID}:log``: the session's messages, a stream whose entry id is
+  ``SEQ-0``; ``XADD MAXLEN ~ bus.session_log`` (DROP_OLDEST: a resume from before the
+  oldest entry gets ``reset``). Same TTL.
+- ``weaver:{c:NAME}:history``: a channel's publications, ``MAXLEN ~
+  bus.channel_history`` (DROP_OLDEST), expiring ``bus.session_ttl`` after the last one.
+
+Pub/sub (one subscription per node, whatever the number of sessions):
+``weaver:bus:sessions`` (``ID SEQ MESSAGE``: a session message was logged),
+``weaver:bus:channels`` (``STREAM-ID LEN NAME PAYLOAD``), ``weaver:bus:purge``
+(``NODE BODY``). Each script writes and publishes in one step, so a node sees a session's
+messages in seq order and a channel's in stream order.
+
+Every call runs under ``bus.timeout``. A call that fails marks the bus down: sessions
+deliver locally (logged once), and the reader reconnects with exponential backoff and
+jitter; when Redis answers again, the sessions this node kept are written back
+(:meth:`seed`) and delivery goes through Redis again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from weaver.config.schema import BusConfig
+from weaver.session.bus import (
+    BusUnavailable,
+    ChannelMessage,
+    Emit,
+    Handler,
+    Op,
+    PurgeHandler,
+    Replay,
+    SessionHandler,
+    SharedLog,
+    StoredSession,
+    UpHandler,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SESSIONS = "weaver:bus:sessions"
+CHANNELS = "weaver:bus:channels"
+PURGES = "weaver:bus:purge"
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 5.0
+BATCH_MAX = 256  # ops per round trip
+
+_NEWER = """
+local function newer(a, b)  -- stream id a after stream id b
+  local a1, a2 = string.match(a, '^(%d+)-(%d+)$')
+  local b1, b2 = string.match(b, '^(%d+)-(%d+)$')
+  a1, a2, b1, b2 = tonumber(a1), tonumber(a2), tonumber(b1), tonumber(b2)
+  return a1 > b1 or (a1 == b1 and a2 > b2)
+end
+"""
+
+# KEYS meta, log. ARGV sid, head, tail, maxlen, ttl, cursor field, cursor id, must exist,
+# then field/value pairs. Returns the seq, 0 (no such session) or -1 (entry already taken).
+EMIT = (
+    _NEWER
+    + """
+if ARGV[8] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[6] ~= '' then
+  local cur = redis.call('HGET', KEYS[1], ARGV[6])
+  if cur and not newer(ARGV[7], cur) then return -1 end
+  redis.call('HSET', KEYS[1], ARGV[6], ARGV[7])
+end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local msg = ARGV[2] .. seq .. ARGV[3]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'm', msg)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', '"""
+    + SESSIONS
+    + """', ARGV[1] .. ' ' .. seq .. ' ' .. msg)
+return seq
+"""
+)
+
+# KEYS meta. ARGV ttl, cursor field to start ('' none), then field/value pairs.
+META = """
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[2] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then
+  local t = redis.call('TIME')  -- entries from the previous millisecond on are new
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1
+  redis.call('HSET', KEYS[1], ARGV[2], string.format('%d-0', ms))
+end
+redis.call('HSETNX', KEYS[1], 'seq', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS meta, log. ARGV last seq, ttl. Returns {seq, is_reset, seq1, msg1, seq2, msg2, ...}.
+REPLAY = """
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+local last = tonumber(ARGV[1])
+if last == seq then return {seq, 0} end
+if last > seq then return {seq, 1} end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first == 0 or tonumber(string.match(first[1][1], '^(%d+)')) > last + 1 then
+  return {seq, 1}
+end
+local out = {seq, 0}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[2], (last + 1) .. '-0', '+')) do
+  out[#out + 1] = tonumber(string.match(entry[1], '^(%d+)'))
+  out[#out + 1] = entry[2][2]
+end
+return out
+"""
+
+# KEYS meta, log. ARGV ttl, maxlen, local seq, field count, pairs, then seq/message pairs.
+SEED = """
+local have = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local want = tonumber(ARGV[3])
+if have > want then return 0 end
+if have == want and redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+local n = tonumber(ARGV[4])
+for i = 5, 4 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'seq', want)
+for i = 5 + 2 * n, #ARGV, 2 do
+  local s = tonumber(ARGV[i])
+  if s > have then
+    redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], s .. '-0', 'm', ARGV[i + 1])
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS history. ARGV name, payload, maxlen, ttl. Returns the entry id.
+PUBLISH = (
+    """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'p', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', '"""
+    + CHANNELS
+    + """', id .. ' ' .. #ARGV[1] .. ' ' .. ARGV[1] .. ARGV[2])
+return id
+"""
+)
+
+_SCRIPTS = {"emit": EMIT, "meta": META, "replay": REPLAY, "seed": SEED, "publish": PUBLISH}
+
+
+def session_key(session_id: str) -> str:
+    return f"weaver:{{s:{session_id}}}"
+
+
+def log_key(session_id: str) -> str:
+    return f"weaver:{{s:{session_id}}}:log"
+
+
+def channel_key(channel: str) -> str:
+    return f"weaver:{{c:{channel}}}:history"
+
+
+def parse_channel_payload(data: bytes) -> ChannelMessage | None:
+    """``STREAM-ID LEN NAME PAYLOAD`` as the publish script sends it; None if malformed."""
+    entry_id, _, rest = data.partition(b" ")
+    size, _, rest = rest.partition(b" ")
+    if not size.isdigit() or len(rest) < int(size):
+        return None
+    name = rest[: int(size)].decode("utf-8", "replace")
+    return ChannelMessage(name, rest[int(size) :], entry_id.decode("ascii", "replace"))
+
+
+class RedisBus:
+    """The bus and shared log over one Redis (``bus.url``: redis://, rediss://, with a
+    password as ``redis://:PASSWORD@host``). Never raises for an outage: see the module."""
+
+    def __init__(self, config: BusConfig) -> None:
+        self.config = config
+        self.shared: SharedLog | None = self
+        self.node_id = secrets.token_hex(8)
+        self.ttl_s = max(1, int(config.session_ttl_s))
+        self._redis = aioredis.Redis.from_url(
+            config.url,
+            socket_timeout=config.timeout_s,
+            socket_connect_timeout=config.timeout_s,
+            retry_on_timeout=False,
+            retry=None,
+        )
+        self._shas: dict[str, str] = {}
+        self._is_up = False
+        self._down = asyncio.Event()
+        self._handler: Handler | None = None
+        self._on_session: SessionHandler | None = None
+        self._on_up: UpHandler | None = None
+        self._on_purge: PurgeHandler | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self._up = asyncio.Event()  # set while up, after the sessions were written back
+
+    @property
+    def is_up(self) -> bool:
+        return self._is_up
+
+    # lifecycle
+
+    async def start(
+        self,
+        handler: Handler,
+        *,
+        on_session: SessionHandler | None = None,
+        on_up: UpHandler | None = None,
+    ) -> None:
+        """Start the reader; waits (at most ``bus.timeout``) for the first connection,
+        and returns either way: Redis down at start means local delivery until it is up."""
+        self._handler, self._on_session, self._on_up = handler, on_session, on_up
+        self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+        try:
+            async with asyncio.timeout(self.config.timeout_s * 2):
+                await self._started.wait()
+        except TimeoutError:
+            log.warning("bus: Redis did not answer at start; sessions deliver locally for now")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._reader, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._is_up = False
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                await self._redis.aclose()
+        except (RedisError, OSError, TimeoutError):
+            pass
+
+    async def wait_up(self) -> None:
+        """Until the bus is up (connected, subscribed, this node's sessions written back)."""
+        await self._up.wait()
+
+    def on_purge(self, handler: PurgeHandler) -> None:
+        self._on_purge = handler
+
+    # the reader: pub/sub, up and down
+
+    async def _read_forever(self) -> None:
+        attempt = 0
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                async with asyncio.timeout(self.config.timeout_s):
+                    await self._load_scripts()
+                    await pubsub.subscribe(SESSIONS, CHANNELS, PURGES)
+                    confirmed = 0
+                    while confirmed < 3:
+                        message = await pubsub.get_message(timeout=self.config.timeout_s)
+                        if message is not None and message["type"] == "subscribe":
+                            confirmed += 1
+                self._down.clear()
+                self._is_up = True
+                if attempt:
+                    log.warning("bus: Redis is back; sessions go through it again")
+                attempt = 0
+                if self._on_up is not None:
+                    await self._on_up()
+                self._up.set()
+                self._started.set()
+                while not self._down.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.25)
+                    if message is not None and message["type"] == "message":
+                        self._dispatch(message["channel"], message["data"])
+            except (RedisError, OSError, TimeoutError, BusUnavailable) as exc:
+                self._mark_down(exc)
+            finally:
+                self._is_up = False
+                self._up.clear()
+                self._started.set()  # start() waits for the first attempt only
+                try:
+                    async with asyncio.timeout(self.config.timeout_s):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py
+                except (RedisError, OSError, TimeoutError):
+                    pass
+            attempt += 1
+            delay_s = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(attempt, 10))
+            await asyncio.sleep(delay_s * random.uniform(0.5, 1.0))  # jitter: no herd
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self._is_up or not self._down.is_set():
+            log.warning(
+                "bus: Redis unavailable (%s); sessions deliver locally, reconnecting",
+                type(exc).__name__,
+            )
+        self._is_up = False
+        self._down.set()
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        try:
+            if channel == SESSIONS.encode():
+                session_id, _, rest = data.partition(b" ")
+                seq, _, message = rest.partition(b" ")
+                if self._on_session is not None and seq.isdigit():
+                    self._on_session(session_id.decode(), int(seq), message)
+            elif channel == CHANNELS.encode():
+                parsed = parse_channel_payload(data)
+                if parsed is not None and self._handler is not None:
+                    self._handler(parsed)
+            elif channel == PURGES.encode():
+                node, _, body = data.partition(b" ")
+                if node.decode() != self.node_id and self._on_purge is not None:
+                    self._spawn(self._purge(body))
+        except Exception:  # a handler's bug must not stop the node's bus
+            log.exception("bus: a %s message could not be handled", channel.decode())
+
+    async def _purge(self, body: bytes) -> None:
+        assert self._on_purge is not None
+        try:
+            await self._on_purge(body)
+        except Exception:
+            log.exception("bus: a purge from another node failed")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            await coro
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # calls, each under the timeout
+
+    async def _load_scripts(self) -> None:
+        for name, text in _SCRIPTS.items():
+            self._shas[name] = await self._redis.script_load(text)
+
+    async def _call(self, run: Callable[[], Awaitable[T]]) -> T:
+        if not self._is_up:
+            raise BusUnavailable("the bus is down")
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                try:
+                    return await run()
+                except NoScriptError:  # Redis restarted between two calls
+                    await self._load_scripts()
+                    return await run()
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+            self._mark_down(exc)
+            raise BusUnavailable(f"Redis: {type(exc).__name__}") from exc
+        except RedisError as exc:
+            log.error("bus: Redis refused a call: %s", exc)
+            raise BusUnavailable(f"Redis refused: {type(exc).__name__}") from exc
+
+    def _evalsha(self, target: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return target.evalsha(self._shas[name], len(keys), *keys, *args)
+
+    # the bus
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        args = (channel, payload, self.config.channel_history, self.ttl_s)
+        try:
+            await self._call(
+                lambda: self._evalsha(self._redis, "publish", [channel_key(channel)], args)
+            )
+        except BusUnavailable:
+            if self._handler is not None:  # this node's sessions still get it
+                self._handler(ChannelMessage(channel, payload))
+
+    async def publish_purge(self, body: bytes) -> bool:
+        data = self.node_id.encode() + b" " + body
+        try:
+            await self._call(lambda: self._redis.publish(PURGES, data))
+        except BusUnavailable:
+            log.warning("bus: a purge could not reach the other nodes (Redis unavailable)")
+            return False
+        return True
+
+    # the shared log
+
+    def _emit_args(self, session_id: str, emit: Emit, *, must_exist: bool) -> list[Any]:
+        cursor_field, cursor_id = ("", "")
+        if emit.cursor is not None:
+            cursor_field, cursor_id = f"cur:{emit.cursor[0]}", emit.cursor[1]
+        args: list[Any] = [
+            session_id,
+            emit.head,
+            emit.tail,
+            self.config.session_log,
+            self.ttl_s,
+            cursor_field,
+            cursor_id,
+            "1" if must_exist else "0",
+        ]
+        for name, value in emit.fields:
+            args += (name, value)
+        return args
+
+    async def write(self, session_id: str, ops: Sequence[Op]) -> None:
+        keys = [session_key(session_id), log_key(session_id)]
+
+        async def run() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for op in ops:
+                if isinstance(op, Emit):
+                    args = self._emit_args(session_id, op, must_exist=False)
+                    self._evalsha(pipe, "emit", keys, args)
+                else:
+                    meta_args: list[Any] = [
+                        self.ttl_s,
+                        f"cur:{op.subscribed}" if op.subscribed else "",
+                    ]
+                    for name, value in op.fields:
+                        meta_args += (name, value)
+                    self._evalsha(pipe, "meta", keys[:1], meta_args)
+            await pipe.execute()
+
+        await self._call(run)
+
+    async def emit_if_exists(self, session_id: str, emit: Emit) -> bool:
+        keys = [session_key(session_id), log_key(session_id)]
+        args = self._emit_args(session_id, emit, must_exist=True)
+        seq = await self._call(lambda: self._evalsha(self._redis, "emit", keys, args))
+        return int(seq) > 0
+
+    async def replay(self, session_id: str, last_seq: int) -> Replay:
+        keys = [session_key(session_id), log_key(session_id)]
+        raw = await self._call(
+            lambda: self._evalsha(self._redis, "replay", keys, [last_seq, self.ttl_s])
+        )
+        entries = tuple((int(raw[i]), bytes(raw[i + 1])) for i in range(2, len(raw), 2))
+        return Replay(seq=int(raw[0]), is_reset=bool(int(raw[1])), entries=entries)
+
+    async def load(self, session_id: str) -> StoredSession | None:
+        raw: Any = await self._call(lambda: self._redis.hgetall(session_key(session_id)))
+        if not raw:
+            return None
+        fields: dict[str, bytes] = {bytes(k).decode(): bytes(v) for k, v in raw.items()}
+        channels = orjson.loads(fields["channels"]) if "channels" in fields else []
+        return StoredSession(
+            seq=int(fields.get("seq", b"0")),
+            cookie=fields["cookie"].decode() if fields.get("cookie") else None,
+            events_url=fields["events"].decode() if fields.get("events") else None,
+            channels=tuple(c for c in channels if isinstance(c, str)),
+            slots={k[5:]: v for k, v in fields.items() if k.startswith("slot:")},
+            cursors={k[4:]: v.decode() for k, v in fields.items() if k.startswith("cur:")},
+        )
+
+    async def channel_since(self, channel: str, after_id: str) -> list[tuple[str, bytes]]:
+        raw: Any = await self._call(
+            lambda: self._redis.xrange(
+                channel_key(channel), f"({after_id}", "+", count=self.config.channel_history
+            )
+        )
+        return [(bytes(entry_id).decode(), bytes(body[b"p"])) for entry_id, body in raw]
+
+    async def seed(
+        self, session_id: str, stored: StoredSession, entries: Sequence[tuple[int, bytes]]
+    ) -> bool:
+        pairs: list[Any] = [("channels", orjson.dumps(sorted(stored.channels)))]
+        if stored.cookie:
+            pairs.append(("cookie", stored.cookie))
+        if stored.events_url:
+            pairs.append(("events", stored.events_url))
+        pairs += [(f"slot:{slot}", value) for slot, value in stored.slots.items()]
+        args: list[Any] = [self.ttl_s, self.config.session_log, stored.seq, len(pairs)]
+        for name, value in pairs:
+            args += (name, value)
+        for seq, message in entries:
+            args += (seq, message)
+        keys = [session_key(session_id), log_key(session_id)]
+        done = await self._call(lambda: self._evalsha(self._redis, "seed", keys, args))
+        return bool(int(done))
+
+    async def touch(self, session_ids: Sequence[str]) -> None:
+        async def run() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for session_id in session_ids:
+                pipe.expire(session_key(session_id), self.ttl_s)
+                pipe.expire(log_key(session_id), self.ttl_s)
+            await pipe.execute()
+
+        if session_ids:
+            await self._call(run)
