@@ -136,6 +136,9 @@ async def test_purge_from_the_command_line_reaches_the_running_server(tmp_path: 
                 assert '"purged":1' in out.decode().replace(" ", "")
                 for expected in ("MISS", "HIT"):
                     async with client.get(url + "/") as resp:
+                        # Read to the end: a MISS still streaming would be joined
+                        # (COALESCED) by a request sent before its body was read.
+                        assert await resp.read() == b"cached"
                         assert resp.headers["X-Weaver-Cache"] == expected
                 by_url = await asyncio.create_subprocess_exec(
                     sys.executable,
