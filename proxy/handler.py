@@ -34,7 +34,13 @@ from weaver.cache.keys import (
 )
 from weaver.cache.manifest import Manifest, freshness_of
 from weaver.cache.store import Entry
-from weaver.proxy.compress import apply_encoding, is_negotiable, negotiate, new_compressor
+from weaver.proxy.compress import (
+    StreamCompressor,
+    apply_encoding,
+    is_negotiable,
+    negotiate,
+    new_compressor,
+)
 from weaver.proxy.conductor import variant_of
 from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.errors import OriginError
@@ -46,7 +52,7 @@ from weaver.proxy.forwarding import (
     visitor_headers,
 )
 from weaver.proxy.pages import error_page, origin_error_page
-from weaver.proxy.paint import Fill, FillFailed, FollowerLagged, Head
+from weaver.proxy.paint import Fill, FillFailed, Follower, FollowerLagged, Head
 from weaver.proxy.replay import private_downstream, replay
 from weaver.proxy.upgrade import proxy_upgrade
 from weaver.proxy.upgrade_head import is_upgrade_request
@@ -277,16 +283,11 @@ async def _follow(
                 private_downstream(response.headers)
         if request.version < HttpVersion11:
             response.force_close()  # an HTTP/1.0 client sees the end of a streamed body
+        tail = b""
         try:
             await response.prepare(request)
             if request.method != "HEAD":
-                async for chunk in follower.chunks():
-                    if compressor is not None:
-                        chunk = compressor.compress(chunk) + compressor.flush()
-                    await response.write(chunk)
-                    fill.mark_started()
-                if compressor is not None:
-                    await response.write(compressor.finish())
+                tail = await _stream_body(response, follower, fill, compressor)
             fill.mark_started()
             if is_page:  # slots found after the head (nested in fragments)
                 add_slots(visit, [s for s in fill.slots if s not in started_slots])
@@ -298,8 +299,44 @@ async def _follow(
             if request.transport is not None:
                 request.transport.abort()  # never end a broken body as if it were whole
             return response
-        await response.write_eof()
+        await response.write_eof(tail)
         return response
+
+
+async def _stream_body(
+    response: web.StreamResponse,
+    follower: Follower,
+    fill: Fill,
+    compressor: StreamCompressor | None,
+) -> bytes:
+    """Write the fill's bytes as they come; return the last chunk, unwritten.
+
+    Writes are coalesced without delaying a byte: the head goes with the first chunk, a
+    chunk is held back only while the next one is already there, and the last one goes
+    out with the end of the body, so a page that arrived whole is one write.
+    """
+    held = b""
+    if not follower.is_ready():
+        await response.write(b"")  # nothing to send yet: the head goes now, alone
+    async for data in follower.chunks():
+        chunk = data if compressor is None else compressor.compress(data) + compressor.flush()
+        if held:
+            await response.write(held)
+        held = chunk
+        fill.mark_started()
+        if not follower.is_ready():
+            await response.write(held)  # the next bytes are not here: send what we have
+            held = b""
+    if compressor is not None:
+        held += compressor.finish()
+    return held
+
+
+class _Streamed(web.StreamResponse):
+    """A streamed response whose head goes out with its first bytes (one write, not
+    two); :func:`_stream_body` sends it alone when no bytes are ready."""
+
+    _send_headers_immediately = False
 
 
 def _response(head: Head, cache_status: str, *, is_coalesced: bool) -> web.StreamResponse:
@@ -307,7 +344,7 @@ def _response(head: Head, cache_status: str, *, is_coalesced: bool) -> web.Strea
     if is_coalesced:
         headers.popall("Set-Cookie", None)  # the leader's cookies are the leader's
     headers["X-Weaver-Cache"] = cache_status
-    return web.StreamResponse(status=head.status, headers=headers)
+    return _Streamed(status=head.status, headers=headers)
 
 
 def _may_serve_stale_on_error(entry: Entry) -> bool:

@@ -241,6 +241,15 @@ class Follower:
         # Shielded: a follower that goes away must not cancel the others' head.
         return await asyncio.shield(self.fill.head)
 
+    def is_ready(self) -> bool:
+        """Whether the next read returns at once: bytes are waiting, or the fill ended."""
+        fill = self.fill
+        return (
+            fill.state in (FillState.DONE, FillState.FAILED)
+            or (self._id in fill._followers and fill._followers[self._id] < fill._end)
+            or self._id in fill._lagged
+        )
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives. Raises FillFailed or FollowerLagged on a broken body."""
         while True:
