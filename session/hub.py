@@ -94,6 +94,7 @@ class Outbox:
 
     __slots__ = (
         "_bytes",
+        "_end",
         "_items",
         "_ready",
         "direct",
@@ -117,6 +118,7 @@ class Outbox:
         self.last_seq = 0  # the last seq put: a message is put once, in seq order
         # While attaching from a shared log: what arrives meanwhile, sorted out after.
         self.holding: list[tuple[int, bytes]] | None = None
+        self._end: bytes | None = None  # the node's bye: the consumer closes after it
 
     def put(self, seq: int, message: bytes) -> None:
         """Enqueue without waiting; past a bound the consumer is to be cut off instead."""
@@ -132,6 +134,16 @@ class Outbox:
         """A message outside the log (a node's own ``bye``): numbered like ``hello``."""
         if not self.is_overflowed:
             self._put(self.last_seq, message)
+
+    def end_with(self, seq: int, message: bytes) -> None:
+        """Deliver ``message`` (a ``bye``) last: the consumer closes after sending it."""
+        self._end = message
+        if not self.is_overflowed:
+            self._put(seq, message)
+
+    def is_end(self, message: bytes) -> bool:
+        """Whether ``message`` is the one :meth:`end_with` gave (by identity)."""
+        return message is self._end
 
     def overflow(self) -> None:
         """Cut the consumer off (1013): it resumes from the log."""
@@ -322,11 +334,14 @@ class SessionHub:
             if not session.outboxes:
                 continue
             if self.shared is None:
-                session.emit("bye", reason="server shutting down")
+                seq = session.log.next_seq()
+                bye = encode("bye", seq, reason="server shutting down")
+                session.log.append(seq, bye)
             else:  # not logged: a resume on another node must not replay this node's bye
-                bye = encode("bye", session.log.last_seq, reason="server shutting down")
-                for outbox in session.outboxes:
-                    outbox.put_unlogged(bye)
+                seq = session.log.last_seq
+                bye = encode("bye", seq, reason="server shutting down")
+            for outbox in session.outboxes:
+                outbox.end_with(seq, bye)
         writers = [s.writer for s in self.sessions.values() if s.writer is not None]
         if writers:  # messages on their way to the shared log get there first
             await asyncio.wait(writers, timeout=2 * self._timeout_s())

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from weaver.session import auth
 from weaver.session.errors import GOING_AWAY, POLICY, TRY_AGAIN, SessionError
@@ -85,7 +86,7 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
         session_id = _authenticate(hub, ws, hello)
         session = await hub.load(session_id)
         outbox, resumed, hello_seq = await hub.attach(session, hello.last_seq)
-        await ws.send(encode("hello", hello_seq, session=session_id, resumed=resumed).decode())
+        await ws.send(encode("hello", hello_seq, session=session_id, resumed=resumed), text=True)
         outbox.direct = _direct_writer(ws, hub.outbound_max_bytes)
         async with asyncio.TaskGroup() as tasks:
             writer = tasks.create_task(_write(ws, outbox))
@@ -133,7 +134,12 @@ def _direct_writer(ws: ServerConnection, max_buffered_bytes: int) -> Callable[[b
     def write(message: bytes) -> bool:
         if transport.is_closing() or transport.get_write_buffer_size() > max_buffered_bytes:
             return False
-        broadcast([ws], message.decode())  # websockets' synchronous write, one frame
+        if ws.protocol.state is not State.OPEN or ws.fragmented_send_waiter is not None:
+            return False
+        # What websockets' broadcast() does, without a str round trip: the JSON is UTF-8
+        # already, sent as a text frame (encoded once for every recipient).
+        ws.protocol.send_text(message)
+        ws.send_data()
         return True
 
     return write
@@ -144,8 +150,8 @@ async def _write(ws: ServerConnection, outbox: Outbox) -> None:
         item = await outbox.get()
         if item is None:
             raise SessionError(TRY_AGAIN, "client fell behind; resume from your last seq")
-        await ws.send(item[1].decode())
-        if item[1].startswith(b'{"type":"bye"'):
+        await ws.send(item[1], text=True)  # UTF-8 JSON already: no decode, no re-encode
+        if outbox.is_end(item[1]):
             raise SessionError(GOING_AWAY, "server shutting down")
 
 

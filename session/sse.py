@@ -74,7 +74,7 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                 break
             seq, message = item
             await response.write(b"id: %d\ndata: %s\n\n" % (seq, message))
-            if message.startswith(b'{"type":"bye"'):
+            if outbox.is_end(message):  # the node's bye: close, the browser resumes elsewhere
                 break
         await response.write_eof()
         return response
