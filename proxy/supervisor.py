@@ -1,8 +1,9 @@
 """``server.workers = N``: N worker processes sharing the listeners, and their parent.
 
 The parent reserves each listener's port with an ``SO_REUSEPORT`` socket that it binds
-but never listens on (so port 0 resolves once, a busy port fails here with one clear
-line, and a restarted worker binds the same port); each worker (``python -m
+until the workers listen (so port 0 resolves once and a busy port fails here with one
+clear line; then the workers hold the port, and a restarted worker binds it again); each
+worker (``python -m
 weaver.proxy.worker``) opens its own listening sockets on those ports with
 ``SO_REUSEPORT``, and the kernel spreads new connections over them. Each worker runs its
 own uvloop loop.
@@ -67,6 +68,7 @@ class Supervisor:
         self.http_port = 0
         self.session_port = 0
         self._env = dict(os.environ)
+        self._metrics_dir = ""
         self._log_level = logging.getLevelName(logging.getLogger().level)
 
     def reserve(self) -> None:
@@ -84,11 +86,10 @@ class Supervisor:
             )
             self._reserved.append(session)
             self.session_port = session.getsockname()[1]
-        # Bound, never listening: the kernel gives connections to listening sockets only.
 
     async def run(self) -> None:
         """Start the workers, keep them running, until SIGTERM/SIGINT; then drain them."""
-        metrics_dir = tempfile.mkdtemp(prefix="weaver-metrics-")
+        metrics_dir = self._metrics_dir = tempfile.mkdtemp(prefix="weaver-metrics-")
         self._env[MULTIPROC_ENV] = metrics_dir
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -103,6 +104,7 @@ class Supervisor:
                 stopped = tasks.create_task(stop.wait())
                 await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 if waiting.done() and not stop.is_set():
+                    self._release()
                     scheme = "https" if self.config.server.is_tls else "http"
                     host = self.config.server.listen.host
                     print(  # noqa: T201
@@ -124,9 +126,15 @@ class Supervisor:
                     await slot.proc.wait()
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
-            for sock in self._reserved:
-                sock.close()
+            self._release()
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    def _release(self) -> None:
+        """Close the reservations once the workers listen: the kernel counts a bound
+        SO_REUSEPORT socket in the port's group, so it would get (and drop) connections."""
+        for sock in self._reserved:
+            sock.close()
+        self._reserved.clear()
 
     def is_stopping(self) -> bool:
         return self._stopping
@@ -188,7 +196,7 @@ class Supervisor:
                 else:
                     print(line, flush=True)  # noqa: T201  # the worker's access log
             code = await proc.wait()
-            multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]  # unannotated
+            multiprocess.mark_process_dead(proc.pid, self._metrics_dir)  # type: ignore[no-untyped-call]  # unannotated
             if self.is_stopping():
                 log.info("worker %d (pid %d) stopped (%d)", slot.index, proc.pid, code)
                 return
