@@ -22,7 +22,7 @@ from aiohttp.typedefs import Middleware
 
 from weaver.config.schema import AccessLogFormat, Config
 from weaver.proxy import metrics
-from weaver.session import auth
+from weaver.proxy.visitor import SESSION_KEY
 
 access_log = logging.getLogger("weaver.access")
 
@@ -34,18 +34,13 @@ def _fragments(response: web.StreamResponse) -> int:
     return sum(1 for entry in timing.split(",") if entry.strip()[:2].startswith("f"))
 
 
-def _session_id(response: web.StreamResponse) -> str:
-    for value in response.headers.getall("Set-Cookie", []):
-        name, _, rest = value.partition("=")
-        if name in (auth.COOKIE, auth.HOST_COOKIE):
-            return rest.partition(".")[0]  # the id, never the signed token
-    return "-"
+def _session_id(request: web.Request) -> str:
+    session_id = request.get(SESSION_KEY)  # the id only, never the signed token
+    return session_id if isinstance(session_id, str) else "-"
 
 
 def _sent_bytes(response: web.StreamResponse) -> int:
-    if response.prepared:
-        return response.body_length
-    return response.content_length or 0
+    return response.body_length  # written to the connection: head, framing and body
 
 
 def line(
@@ -58,14 +53,14 @@ def line(
     cache = response.headers.get("X-Weaver-Cache", "-") if response is not None else "-"
     sent = _sent_bytes(response) if response is not None else 0
     fragments = _fragments(response) if response is not None else 0
-    session = _session_id(response) if response is not None else "-"
+    session = _session_id(request)
     when = datetime.now(UTC)
     if fmt is AccessLogFormat.JSON:
         return orjson.dumps(
             {
                 "time": when.isoformat(timespec="milliseconds"),
                 "method": request.method,
-                "path": request.path_qs,
+                "path": request.raw_path,
                 "status": status,
                 "bytes": sent,
                 "cache": cache,
@@ -77,7 +72,7 @@ def line(
         ).decode()
     return (
         f"{request.remote or '-'} [{when.strftime('%d/%b/%Y:%H:%M:%S %z')}] "
-        f'"{request.method} {request.path_qs!r} HTTP/{request.version.major}.'
+        f'"{request.method} {request.raw_path} HTTP/{request.version.major}.'
         f'{request.version.minor}" {status} {sent} cache={cache} '
         f"dur={duration_s * 1000:.1f}ms fragments={fragments} session={session}"
     )
@@ -123,6 +118,9 @@ def middleware(config: Config) -> Middleware:
         try:
             response = await handler(request)
             status = response.status
+            if not response.prepared:  # send it here: the line has its bytes and time
+                await response.prepare(request)
+                await response.write_eof()
             return response
         except web.HTTPException as exc:
             status = exc.status
