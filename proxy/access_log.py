@@ -119,8 +119,11 @@ def middleware(config: Config) -> Middleware:
             response = await handler(request)
             status = response.status
             if not response.prepared:  # send it here: the line has its bytes and time
-                await response.prepare(request)
-                await response.write_eof()
+                try:
+                    await response.prepare(request)
+                    await response.write_eof()
+                except ConnectionResetError:
+                    status = 499  # the client went away while it was written
             return response
         except web.HTTPException as exc:
             status = exc.status
