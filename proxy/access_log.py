@@ -110,14 +110,25 @@ def middleware(config: Config) -> Middleware:
     """Counts every request (route, cache status, status class) and logs it."""
     fmt = config.server.access_log
 
+    def route_label(request: web.Request) -> str:
+        if request.path.startswith("/_weaver/"):
+            return "_weaver"
+        route = config.route_for(request.path)
+        return route.path if route is not None else "-"
+
     @web.middleware
     async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         response: web.StreamResponse | None = None
         status = 500
+        is_counted = False
         try:
             response = await handler(request)
             status = response.status
+            # Counted before a plain response is sent: a scrape after it sees it.
+            cache = response.headers.get("X-Weaver-Cache", "-")
+            metrics.observe_request(route_label(request), cache, status)
+            is_counted = True
             if not response.prepared:  # send it here: the line has its bytes and time
                 try:
                     await response.prepare(request)
@@ -132,13 +143,8 @@ def middleware(config: Config) -> Middleware:
             status = 499  # the client went away first
             raise
         finally:
-            route = config.route_for(request.path)
-            if request.path.startswith("/_weaver/"):
-                route_label = "_weaver"
-            else:
-                route_label = route.path if route is not None else "-"
-            cache = response.headers.get("X-Weaver-Cache", "-") if response is not None else "-"
-            metrics.observe_request(route_label, cache, status)
+            if not is_counted:
+                metrics.observe_request(route_label(request), "-", status)
             if fmt is not AccessLogFormat.OFF:
                 elapsed = time.perf_counter() - started
                 access_log.info("%s", line(fmt, request, status, response, elapsed))

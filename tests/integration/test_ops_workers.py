@@ -40,6 +40,17 @@ async def _burst(client: aiohttp.ClientSession, url: str) -> list[tuple[int, byt
     return await asyncio.gather(*(one(i) for i in range(BURST)))
 
 
+async def _pages_counted(client: aiohttp.ClientSession, url: str) -> float:
+    async with client.get(url + "/_weaver/metrics") as resp:
+        text = await resp.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "weaver_requests_total" and sample.labels["route"] == "/"
+    )
+
+
 async def test_two_workers_serve_a_burst_and_a_killed_worker_is_replaced(
     tmp_path: Path,
 ) -> None:
@@ -65,6 +76,9 @@ async def test_two_workers_serve_a_burst_and_a_killed_worker_is_replaced(
             answers = await _burst(client, weaver.url)
             assert answers == [(200, f"page {i % 10}".encode()) for i in range(BURST)]
 
+            # A streamed MISS is counted after its last byte: wait until all are.
+            while await _pages_counted(client, weaver.url) < BURST:
+                pass
             seen_before = len(weaver.out.seen)
             os.kill(pids[0], signal.SIGKILL)
             line = await weaver.out.wait_for(lambda s: "worker 0 pid" in s, after=seen_before)
@@ -75,14 +89,7 @@ async def test_two_workers_serve_a_burst_and_a_killed_worker_is_replaced(
             answers = await _burst(client, weaver.url)
             assert answers == [(200, f"page {i % 10}".encode()) for i in range(BURST)]
 
-            # Every worker's requests are in the count, whichever worker answers.
-            async with client.get(weaver.url + "/_weaver/metrics") as resp:
-                text = await resp.text()
-            pages = sum(
-                sample.value
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-                if sample.name == "weaver_requests_total" and sample.labels["route"] == "/"
-            )
-            # The killed worker's counts stay in its file (prometheus-client sums them).
+            # Every worker's requests are in the count, whichever worker answers; the
+            # killed worker's counts stay in its file (prometheus-client sums them).
+            pages = await _pages_counted(client, weaver.url)
             assert pages == 2 * BURST
