@@ -86,6 +86,15 @@ MAX_VERIFIED = 4096
 RACY_NS = 1_000_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class StoreUsage:
+    disk_bytes: int  # diskcache's volume: its database and value files
+    disk_items: int  # rows: manifests and blobs
+    memory_bytes: int
+    memory_entries: int
+    memory_evictions: int  # since this process opened the store
+
+
 def digest_of(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=32).hexdigest()
 
@@ -254,6 +263,7 @@ class Store:
         # lookup. Entries other worker processes store are not here (they are refilled
         # by this one); keys purged elsewhere are, and their lookup then misses.
         self._known: set[str] = set()
+        self.memory_evictions = 0  # entries the memory tier dropped for room (metrics)
 
     async def open(self) -> None:
         await asyncio.to_thread(self._open_sync)
@@ -524,6 +534,19 @@ class Store:
     async def keys(self) -> list[str]:
         return await asyncio.to_thread(self._keys_sync)
 
+    async def usage(self) -> StoreUsage:
+        """Sizes for metrics: the disk (shared by the node's workers) and this memory tier."""
+        disk_bytes, disk_items = await asyncio.to_thread(
+            lambda: (int(self._db.volume()), len(self._db))
+        )
+        return StoreUsage(
+            disk_bytes=disk_bytes,
+            disk_items=disk_items,
+            memory_bytes=self._memory_bytes,
+            memory_entries=len(self._memory),
+            memory_evictions=self.memory_evictions,
+        )
+
     def _keys_sync(self) -> list[str]:
         return sorted(
             k[1] for k in self._db.iterkeys() if isinstance(k, tuple) and k[0] == "manifest"
@@ -589,6 +612,7 @@ class Store:
         while self._memory_bytes > self.memory_max_bytes:
             _, (_, evicted) = self._memory.popitem(last=False)
             self._memory_bytes -= len(evicted)
+            self.memory_evictions += 1
 
     def _forget(self, key: str) -> None:
         hot = self._memory.pop(key, None)

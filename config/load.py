@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from weaver.config.errors import ConfigError, ConfigProblem
 from weaver.config.schema import (
+    AccessLogFormat,
     BusConfig,
     CacheConfig,
     Config,
@@ -187,14 +188,13 @@ def _load_server(r: _Reader) -> ServerConfig:
         max_request_line_bytes=r.parsed("max_request_line", parse_size, d.max_request_line_bytes),
         max_header_bytes=r.parsed("max_header", parse_size, d.max_header_bytes),
         drain_timeout_s=r.parsed("drain_timeout", parse_duration, d.drain_timeout_s),
+        access_log=_access_log(r, d.access_log),
+        tls_cert=_readable(r, "tls_cert"),
+        tls_key=_readable(r, "tls_key"),
     )
-    if server.workers != 1:
-        # Not built yet: refusing beats accepting a key that does nothing.
-        r.problem(
-            "workers",
-            f"must be 1; got {server.workers} (several worker processes are not supported "
-            "yet: run several weaver serve processes behind a load balancer)",
-        )
+    _tls_pair(r, server.tls_cert, server.tls_key)
+    if not 1 <= server.workers <= MAX_WORKERS:
+        r.problem("workers", f"must be 1..{MAX_WORKERS}; got {server.workers} (try 1 per core)")
     for key, value in (
         ("max_includes", server.max_includes),
         ("max_fragment_requests", server.max_fragment_requests),
@@ -204,6 +204,39 @@ def _load_server(r: _Reader) -> ServerConfig:
     if not 0 <= server.max_include_depth <= 16:
         r.problem("max_include_depth", f"must be 0..16; got {server.max_include_depth}")
     return server
+
+
+MAX_WORKERS = 64
+_ACCESS_LOG = ", ".join(f.value for f in AccessLogFormat)
+
+
+def _access_log(r: _Reader, default: AccessLogFormat) -> AccessLogFormat:
+    text = r.get("access_log", str, None)  # None marks "absent"
+    if text is None:
+        return default
+    try:
+        return AccessLogFormat(text)
+    except ValueError:
+        r.problem("access_log", f'expected one of {_ACCESS_LOG}; got "{text}"')
+        return default
+
+
+def _readable(r: _Reader, key: str) -> str:
+    """A file path that must be readable now (a TLS certificate or key)."""
+    path = r.get(key, str, "")
+    if path:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            r.problem(key, f'cannot read "{path}": {exc.strerror}')
+    return path
+
+
+def _tls_pair(r: _Reader, cert: str, key: str) -> None:
+    if bool(cert) != bool(key):
+        missing = "tls_key" if cert else "tls_cert"
+        r.problem(missing, "is required with tls_cert and tls_key: set both or neither")
 
 
 def _networks(r: _Reader, key: str) -> tuple[str, ...]:
@@ -257,7 +290,10 @@ def _load_session(r: _Reader, env: Mapping[str, str]) -> SessionConfig:
         allowed_origins=tuple(origins),
         max_subscriptions=r.get("max_subscriptions", int, d.max_subscriptions),
         max_channel_bytes=r.get("max_channel_bytes", int, d.max_channel_bytes),
+        tls_cert=_readable(r, "tls_cert"),
+        tls_key=_readable(r, "tls_key"),
     )
+    _tls_pair(r, session.tls_cert, session.tls_key)
     if not 1 <= session.max_subscriptions <= 100_000:
         r.problem(
             "max_subscriptions", f"must be 1..100000; got {session.max_subscriptions} (try 64)"
@@ -429,6 +465,19 @@ def build_config(
             f'is required when bus.url is Redis ("{redact_url(bus.url)}"): every node signs and '
             'verifies session cookies with it; set secret = "env:WEAVER_SECRET" (the same '
             "value on every node)",
+        )
+    if server.workers > 1 and not bus.is_redis:
+        server_r.problem(
+            "workers",
+            f'{server.workers} workers cannot share the in-process bus (bus.url = "{bus.url}"): '
+            "purges and channel messages would reach one worker only; set bus.url = "
+            '"redis://127.0.0.1:6379" (every worker joins it) or workers = 1',
+        )
+    if not session.secret and server.workers > 1:
+        session_r.problem(
+            "secret",
+            f"is required with server.workers = {server.workers}: every worker must sign "
+            'session cookies with the same key; set secret = "env:WEAVER_SECRET"',
         )
     for reader in (server_r, session_r, cache_r, bus_r):
         reader.finish()

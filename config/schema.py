@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+class AccessLogFormat(StrEnum):
+    """``server.access_log``: one line per request, as text or JSON lines, or none."""
+
+    TEXT = "text"
+    JSON = "json"
+    OFF = "off"
+
+
 class IncludeMode(StrEnum):
     BLOCKING = "blocking"
     SUSPENSE = "suspense"
@@ -49,6 +57,14 @@ class ServerConfig:
     max_header_bytes: int = 8190  # one header field
     # After SIGTERM: in-flight requests get this long, then are cancelled and logged.
     drain_timeout_s: float = 10.0
+    access_log: AccessLogFormat = AccessLogFormat.OFF
+    # Both set: the HTTP listener speaks TLS (PEM files; the key unencrypted).
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @property
+    def is_tls(self) -> bool:
+        return bool(self.tls_cert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +78,9 @@ class SessionConfig:
     allowed_origins: tuple[str, ...] = ()
     max_subscriptions: int = 64  # channels per session (pages and client subscribes)
     max_channel_bytes: int = 256  # a channel name's length in UTF-8 bytes
+    # Both set: the session listener speaks TLS (wss://).
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from aiohttp import web
 from weaver.cache.purge import apply_broadcast
 from weaver.cache.store import Store
 from weaver.config.schema import Config
+from weaver.proxy import access_log
 from weaver.proxy.admin import add_admin_routes
 from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.handler import proxy_handler
@@ -27,13 +28,29 @@ from weaver.session.hub import SessionHub
 log = logging.getLogger(__name__)
 
 
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+def hub_for(config: Config) -> SessionHub | None:
+    """The session hub ``config`` asks for, on its bus; None without a session secret."""
+    if not config.session.secret:
+        return None
+    return SessionHub(
+        config.session,
+        bus=make_bus(config.bus),
+        log_max_messages=config.bus.session_log,
+        channel_history=config.bus.channel_history,
+    )
 
 
-def build_app(config: Config) -> web.Application:
-    """The Weaver application for ``config``; run it with handler cancellation on."""
-    app = web.Application(client_max_size=64 * 1024**2)
+def build_app(config: Config, *, hub: SessionHub | None = None) -> web.Application:
+    """The Weaver application for ``config``; run it with handler cancellation on.
+
+    Without ``hub`` the app makes its own from ``config.session`` (if it has a secret)
+    and starts and stops it with the app. With one, the caller owns it (started before,
+    stopped after: :class:`weaver.proxy.node.Node` keeps it across reloads).
+    """
+    app = web.Application(client_max_size=64 * 1024**2, middlewares=[access_log.middleware(config)])
+    owns_hub = hub is None
+    if hub is None:
+        hub = hub_for(config)
 
     async def edge_context(app: web.Application) -> AsyncIterator[None]:
         store = Store(
@@ -54,35 +71,25 @@ def build_app(config: Config) -> web.Application:
                     lane=HitLane(store),
                 )
                 app[EDGE_KEY] = edge
-                if hub is not None:
+                if hub is not None:  # purges from other nodes and workers reach this store
                     hub.bus.on_purge(lambda body: apply_broadcast(store, body))
+                if hub is not None and owns_hub:
                     await hub.start()
                     log.info("sessions on ws://%s:%d/", config.session.listen.host, hub.port)
                 try:
                     yield
                 finally:
-                    if hub is not None:
+                    if hub is not None and owns_hub:
                         await hub.stop()  # bye, close 1001, suspense fetches cancelled
                     await fills.aclose()  # shutdown: fills still running stop here
         finally:
             await store.close()
 
-    hub = (
-        SessionHub(
-            config.session,
-            bus=make_bus(config.bus),
-            log_max_messages=config.bus.session_log,
-            channel_history=config.bus.channel_history,
-        )
-        if config.session.secret
-        else None
-    )
     if hub is None:
         log.warning("session.secret is not set: no sessions; suspense keeps its fallbacks")
     else:
         add_session_routes(app, hub)
     app.cleanup_ctx.append(edge_context)
-    app.router.add_get("/_weaver/health", health)
     add_admin_routes(app)
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app

@@ -9,29 +9,25 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from aiohttp import web
 
-from weaver.config.errors import ConfigError
-from weaver.config.load import build_config, load_config
+from weaver.config.errors import WeaverError
+from weaver.config.load import build_config, load_config, parse_host_port
 from weaver.config.schema import Config, ServerConfig
+from weaver.proxy import worker
 from weaver.proxy.app import build_app
 from weaver.proxy.demo.origin import build_origin
 from weaver.proxy.listener import EdgeRunner
+from weaver.proxy.node import Node
+from weaver.proxy.session_secret import secret_path
+from weaver.proxy.supervisor import supervise
 
 log = logging.getLogger(__name__)
 
 
 def _run(main: asyncio.Future[None] | object) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we run
-        loop_factory = None
-    else:
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(main)  # type: ignore[arg-type]  # a coroutine
+    worker.run(lambda: main)
 
 
 async def _until_signal() -> None:
@@ -66,15 +62,21 @@ async def start_site(
     return runner, sockets[0].getsockname()[1] if sockets else port
 
 
-async def serve(config: Config) -> None:
-    """Serve ``config`` until SIGINT/SIGTERM, then shut down gracefully."""
-    listen = config.server.listen
-    runner, port = await start_site(build_app(config), listen.host, listen.port, config.server)
-    print(f"weaver: serving on http://{listen.host}:{port}/", flush=True)  # noqa: T201
-    try:
-        await _until_signal()
-    finally:
-        await runner.cleanup()
+def serve_command(path: str) -> None:
+    """``weaver serve``: one process, or a supervisor and ``server.workers`` workers."""
+    config = _load_or_exit(path)
+    if config.server.workers > 1:
+        supervise(path, config)
+        return
+
+    def announce(node: Node) -> None:
+        listen = node.config.server.listen
+        print(  # noqa: T201
+            f"weaver: serving on {node.scheme}://{listen.host}:{node.http_port}/", flush=True
+        )
+
+    load = worker.loader(path)
+    _run(worker.serve_file(load, reuse_port=False, announce=announce))
 
 
 DEMO_TOKEN = "demo"
@@ -142,23 +144,39 @@ async def demo(listen: str) -> None:
 
 def _load_or_exit(path: str) -> Config:
     try:
-        return load_config(path)
-    except ConfigError as exc:
+        config = load_config(path)
+        worker.check_servable(config)
+    except WeaverError as exc:
         print(str(exc), file=sys.stderr)  # noqa: T201
         raise SystemExit(2) from None
+    return config
 
 
 def _summary(config: Config) -> str:
+    server, session = config.server, config.session
+    http = "https" if server.is_tls else "http"
+    ws = "wss" if session.tls_cert else "ws"
     lines = [f"{config.source}: ok"]
-    lines.append(f"  server  {config.server.listen}  session {config.session.listen}")
+    lines.append(
+        f"  server  {http}://{server.listen}  session {ws}://{session.listen}  "
+        f"workers {server.workers}  access log {server.access_log}"
+    )
     lines.append(f"  cache   {config.cache.dir} ({config.cache.max_size_bytes} bytes)")
     lines.append(f"  bus     {config.bus.url}")
+    if session.secret:
+        lines.append("  secret  session.secret is set")
+    else:
+        path = secret_path(config)
+        lines.append(f"  secret  generated once in {path} (this node only; set session.secret")
+        lines.append("          to share sessions between nodes)")
     for origin in config.origins:
         lines.append(f"  origin  {origin.name} -> {origin.url}")
     for route in config.routes:
+        shared = "shared" if route.shared else "per visitor"
+        websocket = "websocket on" if route.is_upgrade_allowed else "websocket off"
         lines.append(
-            f"  route   {route.path} -> {route.origin} ({route.include_mode}, "
-            f"{len(route.includes)} include rule(s))"
+            f"  route   {route.path} -> {route.origin} ({route.include_mode}, {shared}, "
+            f"{websocket}, {len(route.includes)} include rule(s))"
         )
     return "\n".join(lines)
 
@@ -229,7 +247,19 @@ def _post_json(url: str, body: dict[str, object], token: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """The command line: one clear line and a non-zero exit for an operator's mistake."""
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except (WeaverError, OSError) as exc:
+        print(f"weaver: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(1) from None
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="weaver", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"weaver {_version()}")
     parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_p = commands.add_parser("serve", help="serve a config")
@@ -268,16 +298,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = _load_or_exit(args.config)
         print(_summary(config))  # noqa: T201
     elif args.command == "serve":
-        config = _load_or_exit(args.config)
-        Path(config.cache.dir).mkdir(parents=True, exist_ok=True)
-        _run(serve(config))
+        serve_command(args.config)
     elif args.command == "demo":
+        try:
+            parse_host_port(args.listen)
+        except ValueError as exc:
+            parser.error(f"--listen: {exc}")
         _run(demo(args.listen))
     elif args.command in ("publish", "purge"):
         # With --url and --token no config file is needed (e.g. against the demo).
         config = Config() if args.url and args.token else _load_or_exit(args.config)
         command = publish_command if args.command == "publish" else purge_command
         raise SystemExit(command(config, args))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("weaver-edge")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
 
 
 if __name__ == "__main__":

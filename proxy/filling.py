@@ -21,6 +21,7 @@ from weaver.cache import manifest as manifests
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import BlobWriter
 from weaver.config.schema import OriginConfig, RouteConfig
+from weaver.proxy import access_log, metrics
 from weaver.proxy.conductor import FragmentRecord, Outcome, PrimaryHead, Weave, variant_of
 from weaver.proxy.edge import Edge
 from weaver.proxy.forwarding import strip_hop_by_hop
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 # Server-Timing stays below this; the access log has every entry.
 MAX_TIMING_BYTES = 2048
 
-access_log = logging.getLogger("weaver.access")
 
 # Headers of the shell that do not describe the woven body.
 _SHELL_HEADERS_DROPPED = ("Content-Length", "Content-Encoding", "ETag", "Content-MD5")
@@ -156,8 +156,9 @@ async def _weave(
     fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
     if weave.dropped:  # once per page, fragments included
         log.warning("%s: ESI markup removed: %s", plan.url, format_drops(weave.dropped))
-    access_log.info(
-        "woven %s status=%d %s",
+    metrics.observe_weave(shell_s, weave.fragments)
+    access_log.woven(
+        edge.config,
         plan.url,
         fill.head.result().status,
         server_timing(shell_s, weave.fragments, max_bytes=None),

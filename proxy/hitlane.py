@@ -188,11 +188,16 @@ def _serialise_head(response: web.Response) -> bytes:
     return "".join(lines).encode("latin-1")
 
 
+_LANE_HEADERS = {"X-Weaver-Cache": "HIT"}
+
+
 class _Prepared(web.StreamResponse):
     """A response whose bytes were prepared by the lane: written as they are."""
 
     def __init__(self, head: bytes, body: bytes, keep_alive: bool) -> None:
-        super().__init__()
+        # Not serialised (prepare writes the prepared bytes): what access logs and
+        # metrics read of the response.
+        super().__init__(headers=_LANE_HEADERS)
         self._head = head
         self._data = body
         self._keep_alive = keep_alive
@@ -203,6 +208,8 @@ class _Prepared(web.StreamResponse):
         if self._head and transport is not None and not transport.is_closing():
             head, self._head = self._head, b""
             transport.writelines((head, self._data))  # one writev, as aiohttp's own path
+            self._body_length = len(head) + len(self._data)  # what access logs report
+            self._payload_writer = writer
             if transport.get_write_buffer_size() > _HIGH_WATER_BYTES:
                 await writer.drain()  # a client that does not read holds this request
         return writer

@@ -308,15 +308,16 @@ class SessionHub:
 
     # lifecycle
 
-    async def start(self) -> None:
-        """Listen on ``session.listen`` (port 0 picks one: see :attr:`port`)."""
+    async def start(self, **listen: Any) -> None:
+        """Listen on ``session.listen`` (port 0 picks one: see :attr:`port`); ``listen``
+        goes to the listener (``ssl``, ``reuse_port``)."""
         from weaver.session.server import serve  # the websockets edge
 
         self._http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         await self.bus.start(
             self._on_bus_message, on_session=self._on_session_message, on_up=self._on_bus_up
         )
-        self._server = await serve(self)
+        self._server = await serve(self, **listen)
         self.spawn(self._janitor())
 
     @property

@@ -36,6 +36,7 @@ from weaver.session.protocol import (
     encode,
     parse_client_message,
 )
+from weaver.session.stats import SessionEvent, count
 
 if TYPE_CHECKING:
     from weaver.session.hub import Outbox, Session, SessionHub
@@ -43,7 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def serve(hub: SessionHub) -> Server:
+async def serve(hub: SessionHub, **options: Any) -> Server:
+    """The session listener; ``options`` go to websockets' ``serve`` (``ssl``,
+    ``reuse_port``: see :mod:`weaver.proxy.node`)."""
     listen = hub.config.listen
 
     async def handler(connection: ServerConnection) -> None:
@@ -68,6 +71,7 @@ async def serve(hub: SessionHub) -> Server:
         ping_interval=hub.ping_interval_s,
         ping_timeout=hub.ping_interval_s,
         compression=None,  # per-message deflate costs ~100 KB per connection
+        **options,
     )
 
 
@@ -86,6 +90,7 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
         session_id = _authenticate(hub, ws, hello)
         session = await hub.load(session_id)
         outbox, resumed, hello_seq = await hub.attach(session, hello.last_seq)
+        count(SessionEvent.SOCKET_OPENED)
         await ws.send(encode("hello", hello_seq, session=session_id, resumed=resumed), text=True)
         outbox.direct = _direct_writer(ws, hub.outbound_max_bytes)
         async with asyncio.TaskGroup() as tasks:
@@ -98,12 +103,15 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
         error = group.exceptions[0]
         assert isinstance(error, SessionError)
         log.info("session connection closed %d: %s", error.close_code, error.reason)
+        if error.close_code == TRY_AGAIN:
+            count(SessionEvent.CLOSE_1013)
         await ws.close(error.close_code, error.reason)
     except* ConnectionClosed:
         pass
     finally:
         if session is not None and outbox is not None:
             hub.detach(session, outbox)
+            count(SessionEvent.SOCKET_CLOSED)
 
 
 async def _hello(hub: SessionHub, ws: ServerConnection) -> ClientHello:
@@ -140,6 +148,7 @@ def _direct_writer(ws: ServerConnection, max_buffered_bytes: int) -> Callable[[b
         # already, sent as a text frame (encoded once for every recipient).
         ws.protocol.send_text(message)
         ws.send_data()
+        count(SessionEvent.MESSAGE_OUT)
         return True
 
     return write
@@ -149,14 +158,17 @@ async def _write(ws: ServerConnection, outbox: Outbox) -> None:
     while True:
         item = await outbox.get()
         if item is None:
+            count(SessionEvent.OUTBOX_OVERFLOW)
             raise SessionError(TRY_AGAIN, "client fell behind; resume from your last seq")
         await ws.send(item[1], text=True)  # UTF-8 JSON already: no decode, no re-encode
+        count(SessionEvent.MESSAGE_OUT)
         if outbox.is_end(item[1]):
             raise SessionError(GOING_AWAY, "server shutting down")
 
 
 async def _read(hub: SessionHub, ws: ServerConnection, session: Session) -> None:
     async for raw in ws:
+        count(SessionEvent.MESSAGE_IN)
         message: Any = parse_client_message(raw)
         if isinstance(message, ClientEvent):
             await hub.offer_event(session, message)  # waits while the queue is full

@@ -187,3 +187,117 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+GOOD = """
+[server]
+listen = "127.0.0.1:0"
+
+[cache]
+dir = "CACHE"
+
+[[origin]]
+name = "shop"
+url = "http://127.0.0.1:9"
+
+[[route]]
+path = "/"
+origin = "shop"
+shared = true
+
+[[route]]
+path = "/live"
+origin = "shop"
+include_mode = "suspense"
+websocket = false
+"""
+
+
+def _good(tmp_path: Path, **replace: str) -> Path:
+    text = GOOD.replace("CACHE", str(tmp_path / "cache"))
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    config = tmp_path / "weaver.toml"
+    config.write_text(text)
+    return config
+
+
+async def test_version_prints_the_package_version() -> None:
+    code, out, _ = await weaver("--version")
+    assert code == 0 and out.startswith("weaver 0.")
+
+
+async def test_check_on_an_empty_file_says_there_is_nothing_to_serve(tmp_path: Path) -> None:
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    code, _, err = await weaver("check", "--config", str(config))
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"{config}: no [[origin]] and no [[route]]: nothing to serve (add an [[origin]] with "
+        'name and url, and a [[route]] with path = "/" and that origin)'
+    ]
+
+
+async def test_check_prints_each_routes_mode(tmp_path: Path) -> None:
+    code, out, _ = await weaver("check", "--config", str(_good(tmp_path)))
+    assert code == 0
+    assert "route   / -> shop (blocking, shared, websocket on, 0 include rule(s))" in out
+    assert "route   /live -> shop (suspense, per visitor, websocket off, 0 include rule(s))" in out
+    assert f"secret  generated once in {tmp_path / 'cache' / 'session.secret'}" in out
+
+
+async def test_an_unreadable_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    code, _, err = await weaver("check", "--config", str(tmp_path / "missing.toml"))
+    assert code == 2
+    assert err.strip() == f"{tmp_path / 'missing.toml'}: cannot read: No such file or directory"
+
+
+async def test_several_workers_on_the_in_process_bus_are_refused_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    config = _good(tmp_path, **{'listen = "127.0.0.1:0"': 'listen = "127.0.0.1:0"\nworkers = 2'})
+    for command in ("check", "serve"):
+        code, out, err = await weaver(command, "--config", str(config))
+        assert code == 2 and "serving on" not in out
+        assert f"{config}: server.workers: 2 workers cannot share the in-process bus" in err
+        assert 'set bus.url = "redis://127.0.0.1:6379"' in err
+        assert f"{config}: session.secret: is required with server.workers = 2" in err
+        assert "Traceback" not in err
+
+
+async def test_a_busy_port_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = _good(tmp_path, **{"127.0.0.1:0": f"127.0.0.1:{port}"})
+        code, out, err = await weaver("serve", "--config", str(config))
+    assert code == 1 and "serving on" not in out
+    assert f"cannot listen on 127.0.0.1:{port} (server.listen): Address already in use" in err
+    assert "Traceback" not in err
+
+
+async def test_a_bad_listen_for_the_demo_is_one_line(tmp_path: Path) -> None:
+    code, _, err = await weaver("demo", "--listen", "localhost")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        'weaver: error: --listen: "localhost" is not host:port (try "127.0.0.1:8080")'
+    )
+
+
+async def test_a_single_node_keeps_its_generated_session_secret_across_restarts(
+    tmp_path: Path,
+) -> None:
+    from tests.integration.ops_harness import weaver_serve
+
+    config = _good(tmp_path)
+    secret = tmp_path / "cache" / "session.secret"
+    async with weaver_serve(config) as served:
+        assert "sessions on ws://" in served.err.text
+    first = secret.read_text()
+    assert len(first.strip()) == 64 and secret.stat().st_mode & 0o777 == 0o600
+    async with weaver_serve(config):
+        pass
+    assert secret.read_text() == first

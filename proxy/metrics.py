@@ -1,0 +1,150 @@
+"""``/metrics`` in the Prometheus text format, across every worker of a node.
+
+With several workers the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` (a directory it
+creates and removes) before starting them: prometheus-client then keeps each worker's
+values in files there, and a scrape answered by any worker sums them all. The cache's
+disk figures are read at scrape time (the disk is shared by the node's workers); its
+memory-tier figures are the answering worker's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from weaver.cache.store import StoreUsage
+from weaver.proxy.conductor import FragmentRecord
+from weaver.proxy.edge import EDGE_KEY
+from weaver.session import stats
+from weaver.session.stats import SessionEvent
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+REQUESTS = Counter(
+    "weaver_requests",
+    "HTTP requests answered, by route (its path in the config), cache status and status class",
+    ["route", "cache", "status"],
+)
+ORIGIN_SECONDS = Histogram(
+    "weaver_origin_seconds",
+    "Time from asking the origin for a page to its response head",
+    buckets=_LATENCY_BUCKETS,
+)
+FRAGMENT_SECONDS = Histogram(
+    "weaver_fragment_seconds",
+    "Time a fragment took, by outcome",
+    ["outcome"],
+    buckets=_LATENCY_BUCKETS,
+)
+FRAGMENTS = Counter("weaver_fragments", "Includes ended, by outcome", ["outcome"])
+SESSIONS_OPEN = Gauge(
+    "weaver_session_sockets_open", "Session sockets open", multiprocess_mode="livesum"
+)
+SESSION_MESSAGES = Counter(
+    "weaver_session_messages", "Session messages, in (from clients) and out", ["direction"]
+)
+OUTBOX_OVERFLOWS = Counter(
+    "weaver_session_outbox_overflows", "Session consumers that fell behind their outbox bound"
+)
+CLOSES_1013 = Counter("weaver_session_closes_1013", "Session sockets closed with 1013")
+BUS_CONNECTED = Gauge(
+    "weaver_bus_connected", "1 while this worker's bus is connected", multiprocess_mode="livemin"
+)
+
+
+def _on_session_event(event: SessionEvent) -> None:
+    match event:
+        case SessionEvent.SOCKET_OPENED:
+            SESSIONS_OPEN.inc()
+        case SessionEvent.SOCKET_CLOSED:
+            SESSIONS_OPEN.dec()
+        case SessionEvent.MESSAGE_IN:
+            SESSION_MESSAGES.labels("in").inc()
+        case SessionEvent.MESSAGE_OUT:
+            SESSION_MESSAGES.labels("out").inc()
+        case SessionEvent.OUTBOX_OVERFLOW:
+            OUTBOX_OVERFLOWS.inc()
+        case SessionEvent.CLOSE_1013:
+            CLOSES_1013.inc()
+
+
+stats.set_listener(_on_session_event)
+
+
+def observe_request(route: str, cache: str, status: int) -> None:
+    REQUESTS.labels(route, cache, f"{status // 100}xx").inc()
+
+
+def observe_weave(shell_s: float, fragments: Sequence[FragmentRecord]) -> None:
+    """One page woven: the origin's time to its head and each ended include."""
+    ORIGIN_SECONDS.observe(shell_s)
+    for record in fragments:
+        if not record.is_done:
+            continue
+        FRAGMENTS.labels(record.outcome.value).inc()
+        if record.duration_s is not None:
+            FRAGMENT_SECONDS.labels(record.outcome.value).observe(record.duration_s)
+
+
+class _StoreCollector(Collector):
+    def __init__(self, usage: StoreUsage) -> None:
+        self._usage = usage
+
+    def collect(self) -> Iterable[Metric]:
+        u = self._usage
+        for name, doc, value in (
+            ("weaver_cache_disk_bytes", "Bytes the disk tier holds (shared)", u.disk_bytes),
+            ("weaver_cache_disk_items", "Rows the disk tier holds (shared)", u.disk_items),
+            ("weaver_cache_memory_bytes", "Bytes this worker's memory tier holds", u.memory_bytes),
+            (
+                "weaver_cache_memory_entries",
+                "Entries this worker's memory tier holds",
+                u.memory_entries,
+            ),
+            (
+                "weaver_cache_memory_evictions",
+                "Entries this worker's memory tier dropped for room",
+                u.memory_evictions,
+            ),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+def render(usage: StoreUsage | None) -> bytes:
+    """Every metric of this node (all workers), then the cache's."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated upstream
+        text = generate_latest(registry)
+    else:
+        text = generate_latest(REGISTRY)
+    if usage is not None:
+        cache = CollectorRegistry()
+        cache.register(_StoreCollector(usage))
+        text += generate_latest(cache)
+    return text
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """``GET /_weaver/metrics``: the Prometheus text format (``/metrics`` is the origin's)."""
+    edge = request.app[EDGE_KEY]
+    usage = await edge.store.usage() if edge.store is not None else None
+    return web.Response(
+        body=render(usage),
+        headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
+    )
