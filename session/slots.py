@@ -28,10 +28,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from weaver.session.protocol import encode
-
 if TYPE_CHECKING:
     from weaver.session.hub import Session
 
@@ -195,12 +191,24 @@ def reset_messages(streams: SlotStreams) -> Iterator[tuple[str, dict[str, Any]]]
 
 
 def merge_append(older: bytes, newer: bytes, newer_seq: int) -> bytes | None:
-    """``older`` and ``newer`` as one ``slot-append`` (numbered ``newer_seq``) when both
-    are ``slot-append`` messages of the same slot, else None. The client sees the later
-    seq (no gap it could mistake for a loss: seqs only need to grow) and the same HTML."""
+    """``older`` and ``newer`` as one ``slot-append`` numbered ``newer_seq`` when both are
+    ``slot-append`` messages of the same slot and ``older`` is under MAX_MERGED_BYTES,
+    else None. The client sees the later seq (seqs only need to grow; the log holds the
+    chunks between) and the same HTML. Costs a copy, never a JSON parse: a message is
+    ``{"type":"slot-append","seq":n,"id":"SLOT","html":"…"}`` as :func:`encode` writes it,
+    and two JSON string bodies joined are the JSON string of the joined text."""
+    if len(older) >= MAX_MERGED_BYTES:
+        return None
     if not (older.startswith(SLOT_APPEND) and newer.startswith(SLOT_APPEND)):
         return None
-    first, second = orjson.loads(older), orjson.loads(newer)
-    if first.get("id") != second.get("id"):
+    old_at, new_at = older.find(_HTML), newer.find(_HTML)
+    old_id, new_id = older.find(_ID), newer.find(_ID)
+    if min(old_at, new_at, old_id, new_id) < 0 or older[old_id:old_at] != newer[new_id:new_at]:
         return None
-    return encode("slot-append", newer_seq, id=second["id"], html=first["html"] + second["html"])
+    head = b'{"type":"slot-append","seq":%d' % newer_seq
+    return head + newer[new_id:new_at] + older[old_at:-2] + newer[new_at + len(_HTML) : -2] + b'"}'
+
+
+MAX_MERGED_BYTES = 64 * 1024
+_ID = b',"id":"'
+_HTML = b',"html":"'
