@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import orjson
 
-from tests.session.harness import read_sse_event, running_hub
+from tests.session.harness import SseEvent, read_sse_event, running_hub
 from weaver.session.protocol import encode
 from weaver.session.slots import (
     MAX_MERGED_BYTES,
@@ -93,7 +93,7 @@ async def test_a_client_behind_a_burst_gets_merged_chunks_with_identical_final_h
         async with http.get(url, headers={"Cookie": cookie}) as resp:
             assert (await read_sse_event(resp.content)).data["type"] == "hello"
             running.hub.run_slot_streams(session_id, [("ws1", producer)])
-            events = []
+            events: list[SseEvent] = []
             while not events or events[-1].data["type"] != "slot-done":
                 events.append(await read_sse_event(resp.content))
     appends = [e.data for e in events if e.data["type"] == "slot-append"]
