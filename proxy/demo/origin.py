@@ -86,7 +86,8 @@ SHELL = """<!doctype html>
   const set = (name, text) => { for (const el of did.querySelectorAll(`[data-did="${name}"]`)) el.textContent = text; };
   const nav = performance.getEntriesByType("navigation")[0];
   const cache = nav && (nav.serverTiming || []).find((t) => t.name === "cache");
-  set("cache", cache ? cache.description.toUpperCase() : "MISS");
+  const fromBrowser = nav && nav.transferSize === 0 && nav.decodedBodySize > 0;
+  set("cache", fromBrowser ? "BROWSER CACHE" : cache ? cache.description.toUpperCase() : "MISS");
   if (nav) set("ttfb", Math.round(nav.responseStart) + " ms");
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) if (e.name === "first-contentful-paint") set("paint", Math.round(e.startTime) + " ms");
