@@ -25,7 +25,8 @@ async def test_the_assistant_answer_grows_progressively_with_a_moving_progress_b
     page = await (await demo.browser.new_context()).new_page()
     await page.add_init_script(
         "window.progressSeen = [];"
-        "document.addEventListener('weaver:progress', (e) => window.progressSeen.push(e.detail.percent));"
+        "document.addEventListener('weaver:progress',"
+        " (e) => window.progressSeen.push(e.detail.percent));"
     )
     await page.goto(demo.url + "/")
     await page.wait_for_selector(f"{ANSWER} [data-weaver-progress] progress")
