@@ -180,6 +180,7 @@ async def concurrent(base: str, ws_url: str, slots: int, pid: int) -> dict[str, 
         )
         peak = 0
         received = 0
+        ended: dict[str, int] = {}
 
         async def one(token: str) -> None:
             nonlocal received
@@ -190,6 +191,8 @@ async def concurrent(base: str, ws_url: str, slots: int, pid: int) -> dict[str, 
                     if message["type"] == "slot-append":
                         received += len(_stamps(message["html"]))
                     elif message["type"] in ("slot-done", "slot-error"):
+                        end = message.get("reason", message["type"])
+                        ended[end] = ended.get(end, 0) + 1
                         return
 
         async def sample() -> None:
@@ -211,6 +214,7 @@ async def concurrent(base: str, ws_url: str, slots: int, pid: int) -> dict[str, 
         "chunks_per_s": received / wall,
         "rss_before_mb": before / 1024,
         "rss_peak_mb": peak / 1024,
+        **{f"ended_{k}": float(v) for k, v in sorted(ended.items())},
     }
 
 
@@ -245,7 +249,10 @@ async def run(slots: int) -> None:
                 f"{figures['slots']:.0f} concurrent slots x 200 chunks: {figures['chunks']:.0f}"
                 f" chunks in {figures['wall_s']:.2f} s ({figures['chunks_per_s']:.0f} chunks/s),"
                 f" Weaver RSS {figures['rss_before_mb']:.0f} MB -> peak "
-                f"{figures['rss_peak_mb']:.0f} MB"
+                f"{figures['rss_peak_mb']:.0f} MB; slots ended: "
+                + ", ".join(
+                    f"{k[6:]} {v:.0f}" for k, v in figures.items() if k.startswith("ended_")
+                )
             )
         finally:
             process.terminate()
