@@ -29,6 +29,7 @@ from weaver.config.schema import (
     RouteConfig,
     ServerConfig,
     SessionConfig,
+    SuspenseDelivery,
 )
 from weaver.config.units import parse_duration, parse_size
 
@@ -358,6 +359,7 @@ def _load_route(r: _Reader, problems: list[ConfigProblem]) -> RouteConfig:
                 src=rr.required("src", str, ""),
                 mode=_mode(rr, "mode", None),
                 timeout_s=rr.parsed("timeout", parse_duration, None),
+                is_stream=rr.get("stream", bool, False),
             )
         )
         rr.finish()
@@ -375,6 +377,7 @@ def _load_route(r: _Reader, problems: list[ConfigProblem]) -> RouteConfig:
         shared=r.get("shared", bool, d.shared),
         store_set_cookie=r.get("store_set_cookie", bool, d.store_set_cookie),
         is_upgrade_allowed=r.get("websocket", bool, d.is_upgrade_allowed),
+        suspense_delivery=_delivery(r, d.suspense_delivery),
     )
 
 
@@ -427,6 +430,18 @@ def _load_bus(r: _Reader, d: BusConfig) -> BusConfig:
     if bus.session_ttl_s < 1:
         r.problem("session_ttl", f'must be at least 1s; got {bus.session_ttl_s}s (try "10m")')
     return bus
+
+
+def _delivery(r: _Reader, default: SuspenseDelivery) -> SuspenseDelivery:
+    text = r.get("suspense_delivery", str, None)
+    if text is None:
+        return default
+    try:
+        return SuspenseDelivery(text)
+    except ValueError:
+        choices = ", ".join(f'"{d.value}"' for d in SuspenseDelivery)
+        r.problem("suspense_delivery", f'expected one of {choices}; got "{text}"')
+        return default
 
 
 def build_config(

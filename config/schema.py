@@ -25,6 +25,13 @@ class IncludeMode(StrEnum):
     SUSPENSE = "suspense"
 
 
+class SuspenseDelivery(StrEnum):
+    """How a first view's suspense slots reach the visitor."""
+
+    SESSION = "session"  # over the session (WebSocket or SSE)
+    INLINE = "inline"  # after the paint, in the same HTTP response
+
+
 @dataclass(frozen=True, slots=True)
 class HostPort:
     host: str
@@ -129,6 +136,8 @@ class IncludeRule:
     src: str
     mode: IncludeMode | None = None
     timeout_s: float | None = None
+    # True: a suspense fragment is delivered as it streams (slot-append messages).
+    is_stream: bool = False
 
     def matches(self, src: str) -> bool:
         return fnmatch.fnmatchcase(src, self.src)
@@ -152,6 +161,7 @@ class RouteConfig:
     # Proxy the app's own Upgrade requests (its WebSockets) to the origin as a byte stream;
     # false refuses them with 403.
     is_upgrade_allowed: bool = True
+    suspense_delivery: SuspenseDelivery = SuspenseDelivery.SESSION
 
     def rule_for(self, src: str) -> IncludeRule | None:
         """The first include rule whose pattern matches ``src``, if any."""

@@ -24,7 +24,8 @@ The users:
   ``slot <src>`` (page request start to the slot's arrival), ``message <channel>``
   (publish to arrival; the publisher stamps ``sent_at``: the clocks must agree),
   ``ack <event>`` and ``patch <src>`` (event sent to answer). A ``slot-error``, a refused
-  ack or an unexpected close is a failure.
+  ack or an unexpected close is a failure (but a slot-error of a fragment in
+  ``WEAVER_FAILING_SLOTS``, default the demo's ``/fragments/deals``, which fails on purpose).
 - ``Publisher`` (one user, only with ``WEAVER_PUBLISH_TOKEN`` set): POSTs to
   ``/_weaver/publish`` at ``WEAVER_PUBLISH_RATE`` messages per second.
 """
@@ -55,6 +56,8 @@ SUSPENSE_PATHS = _paths("WEAVER_SUSPENSE_PATHS", "/")
 CHANNELS = _paths("WEAVER_CHANNELS", "deals,news")
 PUBLISH_TOKEN = os.environ.get("WEAVER_PUBLISH_TOKEN", "")
 PUBLISH_RATE = float(os.environ.get("WEAVER_PUBLISH_RATE", "2"))
+# Fragments that fail on purpose (the demo's deals box): their slot-error is expected.
+FAILING_SLOTS = _paths("WEAVER_FAILING_SLOTS", "/fragments/deals")
 EVENT = os.environ.get("WEAVER_EVENT", "add-to-cart")
 EVENT_TARGET = os.environ.get("WEAVER_EVENT_TARGET", "/fragments/cart")
 EVENT_DATA: Any = json.loads(os.environ.get("WEAVER_EVENT_DATA", '{"product": "p1"}'))
@@ -173,9 +176,10 @@ class SessionUser(HttpUser):
         kind = msg.get("type")
         if kind == "hello":
             self.fire("hello", self.connect_started, length)
-        elif kind in ("slot", "slot-error"):
+        elif kind in ("slot", "slot-error", "slot-done"):  # a streaming slot ends with done
             src = self.slots.get(str(msg.get("id")), str(msg.get("id")))
-            error = f"slot-error: {msg.get('reason')}" if kind == "slot-error" else ""
+            is_failure = kind == "slot-error" and src not in FAILING_SLOTS
+            error = f"slot-error: {msg.get('reason')}" if is_failure else ""
             self.fire(f"slot {src}", self.page_started, length, error)
         elif kind == "message":
             data = msg.get("data")

@@ -285,7 +285,7 @@ class Weave:
         elif plan.refused is not None:
             fallback(Outcome.REFUSED, plan.refused)
         elif plan.mode is IncludeMode.SUSPENSE:
-            slot = slot_id(position, plan.src)
+            slot = slot_id(position, plan.src, is_stream=plan.is_stream)
             record.outcome = Outcome.SUSPENSE
             record.duration_s = 0.0
             self.suspense.append(SuspenseSlot(slot, plan))

@@ -46,6 +46,9 @@ class IncludePlan:
     fallback: bytes
     is_primary: bool
     refused: str | None = None
+    # A suspense fragment delivered as it streams: the tag's ``stream`` attribute, else
+    # the rule's ``stream`` (a ``text/event-stream`` answer streams whatever this says).
+    is_stream: bool = False
 
 
 def plan_include(
@@ -91,7 +94,16 @@ def plan_include(
         fallback=include.fallback,
         is_primary=primary is not None and primary.strip().lower() != "false",
         refused=refused,
+        is_stream=_flag(include.get("stream"), rule.is_stream if rule else False),
     )
+
+
+def _flag(text: str | None, default: bool) -> bool:
+    """A boolean attribute: present (``stream``, ``stream="true"``) is true, except
+    ``"false"``; absent is ``default``."""
+    if text is None:
+        return default
+    return text.strip().lower() != "false"
 
 
 def shown(src: str) -> str:

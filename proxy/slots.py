@@ -9,11 +9,21 @@ from __future__ import annotations
 import hashlib
 import html
 
+STREAM_PREFIX = "ws"  # a slot whose include asked to stream: ``ws`` + 12 hex digits
 
-def slot_id(position: tuple[int, ...], src: str) -> str:
-    """``w`` and 12 hex digits of BLAKE2b over the position (``0.3.1``) and ``src``."""
+
+def slot_id(position: tuple[int, ...], src: str, *, is_stream: bool = False) -> str:
+    """``w`` and 12 hex digits of BLAKE2b over the position (``0.3.1``) and ``src``;
+    ``ws`` and 12 for an include that streams (so the slot list a stored page keeps says
+    which slots stream without a field of its own: the id comes from the tag's bytes)."""
     text = ".".join(map(str, position)) + "\n" + src
-    return "w" + hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+    digest = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+    return (STREAM_PREFIX if is_stream else "w") + digest
+
+
+def is_stream_slot(slot: str) -> bool:
+    """Whether ``slot`` (from :func:`slot_id`) names an include that asked to stream."""
+    return slot.startswith(STREAM_PREFIX) and len(slot) == len(STREAM_PREFIX) + 12
 
 
 def placeholder(slot: str, fallback: bytes, src: str = "") -> bytes:

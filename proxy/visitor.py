@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from weaver.config.schema import IncludeMode, OriginConfig, RouteConfig
-from weaver.proxy.conductor import fetch_suspense
 from weaver.proxy.edge import Edge
 from weaver.proxy.forwarding import Peer, is_trusted, visitor_headers
 from weaver.proxy.includes import IncludePlan
+from weaver.proxy.slots import is_stream_slot
+from weaver.proxy.suspense import SlotFetch, fetch_slot
+from weaver.session.slots import Emit, SlotProducer
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,10 @@ def add_slots(visit: Visit, slots: list[tuple[str, str, float]]) -> None:
         )
         return
     headers = visitor_headers(visit.request.headers, visit.peer, for_fill=True)
-    fetches = [(slot, _fetch(visit, url, timeout_s, headers)) for slot, url, timeout_s in slots]
-    visit.request.setdefault(SUSPENSE_KEY, []).extend(hub.run_suspense(session_id, fetches))
+    producers = [
+        (slot, _producer(visit, slot, url, timeout_s, headers)) for slot, url, timeout_s in slots
+    ]
+    visit.request.setdefault(SUSPENSE_KEY, []).extend(hub.run_slot_streams(session_id, producers))
 
 
 def cancel_suspense(request: web.Request) -> None:
@@ -107,9 +110,11 @@ def cancel_suspense(request: web.Request) -> None:
         task.cancel()
 
 
-def _fetch(
-    visit: Visit, url: str, timeout_s: float, headers: CIMultiDict[str]
-) -> Callable[[], Awaitable[str]]:
+def _producer(
+    visit: Visit, slot: str, url: str, timeout_s: float, headers: CIMultiDict[str]
+) -> SlotProducer:
+    """The slot's fetch for this visitor: whole, or streamed when its include asked to
+    (its id says so) or it answers text/event-stream (proxy/suspense.py)."""
     plan = IncludePlan(
         src=url,
         url=url,
@@ -119,10 +124,12 @@ def _fetch(
         continue_on_error=False,
         fallback=b"",
         is_primary=False,
+        is_stream=is_stream_slot(slot),
     )
-    client = visit.edge.client
+    edge = visit.edge
+    fetch = SlotFetch(edge.client, edge.config, visit.route, visit.origin, plan, headers)
 
-    async def fetch() -> str:
-        return await fetch_suspense(client, plan, headers=headers)
+    async def produce(emit: Emit) -> None:
+        await fetch_slot(fetch, emit)
 
-    return fetch
+    return produce

@@ -48,6 +48,91 @@ function fill(id, html, how) {
   });
 }
 
+// Streaming slots: each keeps its HTML so far; the DOM is rewritten once per animation
+// frame however many chunks came (a chunk may end inside a tag, so the whole is parsed).
+const streams = new Map(); // slot id -> { html, dirty, progress }
+
+function announce(id, type, detail) {
+  doc.dispatchEvent(
+    new CustomEvent("weaver:slot", { detail: { id, type, at: performance.now(), ...detail } }),
+  );
+}
+
+function streamOf(id) {
+  let s = streams.get(id);
+  if (!s) {
+    s = { html: null, dirty: false, progress: null };
+    streams.set(id, s);
+  }
+  return s;
+}
+
+function render(id) {
+  const s = streams.get(id);
+  if (!s || s.dirty) return;
+  s.dirty = true;
+  write(() => {
+    s.dirty = false;
+    const el = doc.getElementById(id);
+    if (!el) return;
+    let body = el.querySelector(":scope > [data-weaver-stream]");
+    if (s.html !== null && !body) {
+      body = doc.createElement("div");
+      body.setAttribute("data-weaver-stream", "");
+      el.replaceChildren(body); // the first chunk replaces the fallback
+    }
+    if (body) body.innerHTML = s.html;
+    let bar = el.querySelector(":scope > [data-weaver-progress]");
+    if (s.progress && !bar) {
+      bar = doc.createElement("div");
+      bar.setAttribute("data-weaver-progress", "");
+      bar.innerHTML = '<progress max="100"></progress> <span></span>';
+      el.prepend(bar);
+    }
+    if (bar && !s.progress) bar.remove();
+    else if (bar) {
+      const p = bar.querySelector("progress");
+      if (s.progress.percent == null) p.removeAttribute("value");
+      else p.value = s.progress.percent;
+      bar.dataset.stage = s.progress.stage || "";
+      bar.querySelector("span").textContent = s.progress.message || s.progress.stage || "";
+    }
+    if (el.dataset.state !== s.state) el.dataset.state = s.state;
+  });
+}
+
+function slotMessage(msg) {
+  const s = streamOf(msg.id);
+  switch (msg.type) {
+    case "slot-append":
+      s.html = (s.html || "") + msg.html;
+      s.state = "streaming";
+      break;
+    case "slot-progress":
+      s.progress = { stage: msg.stage, percent: msg.percent, message: msg.message };
+      s.state = s.state || "streaming";
+      doc.dispatchEvent(new CustomEvent("weaver:progress", { detail: { ...msg } }));
+      break;
+    case "slot-done":
+      s.progress = null;
+      s.state = "done";
+      if (s.html === null) s.html = "";
+      break;
+    default: // slot-error
+      s.progress = null;
+      s.state = msg.reason === "cancelled" ? "cancelled" : "error"; // what came stays
+  }
+  announce(msg.id, msg.type, { reason: msg.reason });
+  render(msg.id);
+}
+
+function cancel(id) {
+  const msg = { type: "cancel", id };
+  if (socket && socket.readyState === 1) socket.send(JSON.stringify(msg));
+  else if (source) post(msg);
+  else outgoing.push(msg);
+}
+
 function deliver(channel, data) {
   doc.dispatchEvent(new CustomEvent("weaver:message", { detail: { channel, data } }));
   for (const fn of handlers.get(channel) || []) fn(data);
@@ -76,10 +161,21 @@ function handle(msg) {
   switch (msg.type) {
     case "slot":
     case "patch":
+      if (streams.has(msg.id)) streams.get(msg.id).html = msg.html; // a reset's HTML so far
       fill(msg.id, msg.html, msg.type);
+      announce(msg.id, msg.type);
       break;
     case "slot-error":
-      fill(msg.id, null, "error"); // the fallback stays
+      if (streams.has(msg.id)) slotMessage(msg);
+      else {
+        fill(msg.id, null, msg.reason === "cancelled" ? "cancelled" : "error"); // fallback stays
+        announce(msg.id, msg.type, { reason: msg.reason });
+      }
+      break;
+    case "slot-append":
+    case "slot-progress":
+    case "slot-done":
+      slotMessage(msg);
       break;
     case "message":
       deliver(msg.channel, msg.data);
@@ -193,6 +289,14 @@ function targetOf(el) {
 }
 
 function fromElement(e) {
+  const stop = e.type === "click" && e.target.closest && e.target.closest("[data-weaver-cancel]");
+  if (stop) {
+    e.preventDefault();
+    const name = stop.dataset.weaverCancel || "";
+    const slot = doc.getElementById(name) || doc.querySelector(`weaver-slot[data-src="${CSS.escape(name)}"]`);
+    cancel(slot ? slot.id : name); // a slot id, or the src of its fragment
+    return;
+  }
   const el = e.target.closest && e.target.closest("[data-weaver-event]");
   if (!el) return;
   const isForm = el.tagName === "FORM";
@@ -213,6 +317,7 @@ window.weaver = {
   send: (name, data) => send(name, data),
   subscribe,
   on,
+  cancel,
   get state() {
     return { ...state };
   },

@@ -13,7 +13,7 @@ from aiohttp import web
 from weaver.session import auth
 from weaver.session.errors import SessionError
 from weaver.session.hub import SessionHub, channel_bytes_refusal
-from weaver.session.protocol import MAX_MESSAGE_BYTES, ClientEvent, parse_client_message
+from weaver.session.protocol import MAX_MESSAGE_BYTES, Cancel, ClientEvent, parse_client_message
 from weaver.session.sse import HUB_KEY, events_handler, origin_refusal
 
 MAX_PUBLISH_BYTES = 64 * 1024
@@ -104,8 +104,12 @@ async def post_event_handler(request: web.Request) -> web.Response:
         message = parse_client_message(await request.content.read(MAX_MESSAGE_BYTES + 1))
     except SessionError as exc:  # TokenError: 401; a bad message: 400
         return web.json_response({"error": exc.reason}, status=exc.status)
+    if isinstance(message, Cancel):  # an SSE client's Stop button
+        session = hub.sessions.get(session_id)
+        is_cancelled = session is not None and session.streams.cancel(message.id)
+        return web.json_response({"cancelled": is_cancelled}, status=202)
     if not isinstance(message, ClientEvent):
-        return _bad("only event messages may be POSTed")
+        return _bad("only event and cancel messages may be POSTed")
     await hub.offer_event(await hub.load(session_id), message)
     return web.json_response({"queued": message.id}, status=202)
 

@@ -56,6 +56,7 @@ from weaver.session.bus import (
 from weaver.session.errors import POLICY, SessionError
 from weaver.session.protocol import ClientEvent, encode, encode_parts
 from weaver.session.resume import SessionLog
+from weaver.session.slots import SlotProducer, SlotStreams, merge_append, reset_messages, run_slot
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,11 @@ class Outbox:
     def _put(self, seq: int, message: bytes) -> None:
         if not self._items and self.direct is not None and self.direct(message):
             return
+        if self._items:  # queueing: a slot's adjacent chunks go as one (session/slots.py)
+            merged = merge_append(self._items[-1][1], message, seq)
+            if merged is not None:
+                self._bytes -= len(self._items.pop()[1])
+                message = merged
         if len(self._items) >= self.max_messages or self._bytes + len(message) > self.max_bytes:
             self.is_overflowed = True  # DISCONNECT_1013: resumes from the log
             self._items.clear()
@@ -197,6 +203,7 @@ class Session:
         self.writer: asyncio.Task[None] | None = None
         self.is_local_only = False  # delivered locally during an outage: to write back
         self.touched_at = 0.0
+        self.streams = SlotStreams()
 
     def emit(self, message_type: str, **fields: Any) -> None:
         head, tail = encode_parts(message_type, **fields)
@@ -534,6 +541,19 @@ class SessionHub:
             for slot, fetch in fetches
         ]
 
+    def run_slot_streams(
+        self, session_id: str, producers: Sequence[tuple[str, SlotProducer]]
+    ) -> list[asyncio.Task[None]]:
+        """Start slot producers now (session/slots.py); like :meth:`run_suspense`, the
+        session owns them, and a client's ``cancel`` or departure stops them."""
+        session = self.session(session_id)
+        tasks = []
+        for slot, producer in producers:
+            stream = session.streams.new(slot)
+            stream.task = self.spawn(run_slot(session, stream, producer), session.tasks)
+            tasks.append(stream.task)
+        return tasks
+
     async def _suspense(self, session: Session, slot: str, fetch: SuspenseFetch) -> None:
         try:
             html = await fetch()
@@ -697,17 +717,23 @@ class SessionHub:
                 outbox.put(seq, message)
         return outbox, missed is not None and last_seq > 0, hello_seq
 
-    def detach(self, session: Session, outbox: Outbox) -> None:
+    def detach(self, session: Session, outbox: Outbox, *, is_leaving: bool = False) -> None:
+        """``is_leaving``: the client closed cleanly (it left the page, not lost the
+        network): with no other consumer, its slot streams are cancelled."""
         if outbox in session.outboxes:
             session.outboxes.discard(outbox)
             self.connections -= 1
         if not session.outboxes:
             session.detached_at = time.monotonic()
+            if is_leaving:
+                session.streams.cancel_all()
 
     def _reset(self, session: Session) -> None:
         """The log no longer reaches back: ``reset``, then the current state, logged."""
         session.emit("reset")
         for message_type, fields in session.slots.values():
+            session.emit(message_type, **fields)
+        for message_type, fields in reset_messages(session.streams):
             session.emit(message_type, **fields)
         for channel in sorted(session.channels):
             for data in self.history.get(channel, ()):

@@ -38,7 +38,13 @@ class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="type", forbid_un
     channel: str
 
 
-ClientMessage = ClientHello | ClientEvent | Subscribe | Unsubscribe
+class Cancel(msgspec.Struct, tag="cancel", tag_field="type", forbid_unknown_fields=True):
+    """Stop a slot's stream: its origin fetch is cancelled, the slot ends ``cancelled``."""
+
+    id: str
+
+
+ClientMessage = ClientHello | ClientEvent | Subscribe | Unsubscribe | Cancel
 _decoder = msgspec.json.Decoder(ClientMessage)
 
 
@@ -80,6 +86,8 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
             ) from None
     if isinstance(message, Subscribe | Unsubscribe) and not message.channel:
         raise SessionError(POLICY, "invalid message: channel must not be empty")
+    if isinstance(message, Cancel) and not message.id:
+        raise SessionError(POLICY, "invalid message: slot id must not be empty")
     return message
 
 

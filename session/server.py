@@ -29,6 +29,7 @@ from weaver.session import auth
 from weaver.session.errors import GOING_AWAY, POLICY, TRY_AGAIN, SessionError
 from weaver.session.protocol import (
     MAX_MESSAGE_BYTES,
+    Cancel,
     ClientEvent,
     ClientHello,
     Subscribe,
@@ -110,7 +111,11 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
         pass
     finally:
         if session is not None and outbox is not None:
-            hub.detach(session, outbox)
+            # A close frame 1000/1001 from the client: it left the page (its slot streams
+            # stop); no frame (a network loss) or ours: it may resume, they go on.
+            received = ws.protocol.close_rcvd
+            is_leaving = received is not None and received.code in (1000, 1001)
+            hub.detach(session, outbox, is_leaving=is_leaving)
             count(SessionEvent.SOCKET_CLOSED)
 
 
@@ -176,5 +181,7 @@ async def _read(hub: SessionHub, ws: ServerConnection, session: Session) -> None
             hub.subscribe_client(session, message.channel)  # 1008 past a bound
         elif isinstance(message, Unsubscribe):
             hub.unsubscribe(session.id, message.channel)
+        elif isinstance(message, Cancel):
+            session.streams.cancel(message.id)  # unknown or ended slots: nothing to stop
         else:
             raise SessionError(POLICY, "hello must be the first message only")

@@ -1,8 +1,10 @@
 """The bundled demo origin: a small shop whose page is woven from fragments.
 
 - ``/``: the shell, with a header and a product list (blocking), recommendations (slow,
-  suspense), the visitor's cart (personal, suspense) and a deals box whose fragment fails
-  (the fallback shows).
+  suspense), the visitor's cart (personal, suspense), a deals box whose fragment fails
+  (suspense, so its fallback shows and the page is still stored), the shop assistant (a
+  streaming suspense fragment with progress and nested product cards, and a Stop button)
+  and a "what Weaver did" panel (cache status, paint time, each slot's arrival).
 - ``/fragments/*``: the fragments; ``/static/shop.css``; ``/_events``: client events.
 - ``/account`` (a login, a cookie), ``/api/cart`` (JSON): the app's personal side, which
   Weaver passes through with the visitor's own cookies (the page route is ``shared``).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 
 from aiohttp import web
@@ -63,10 +66,50 @@ SHELL = """<!doctype html>
 </section>
 <section class="deals">
 <h2>Deals</h2>
-<weaver-include src="/fragments/deals" timeout="300ms"><p class="muted">Deals are unavailable right now.</p></weaver-include>
+<weaver-include src="/fragments/deals" mode="suspense" timeout="300ms"><p class="muted">Deals are unavailable right now.</p></weaver-include>
 </section>
 </aside>
 </main>
+<section class="assistant">
+<h2>Ask the shop assistant</h2>
+<p class="question">“What should I pack for a rainy weekend walk?”</p>
+<weaver-include src="/fragments/assistant" mode="suspense" stream timeout="2s"><p class="muted">The assistant is thinking…</p></weaver-include>
+<button type="button" data-weaver-cancel="/fragments/assistant">Stop</button>
+</section>
+<section class="did">
+<h2>What Weaver did</h2>
+<ul id="weaver-did"><li>page: <b data-did="cache">-</b> · first byte <b data-did="ttfb">-</b> · painted <b data-did="paint">-</b></li></ul>
+</section>
+<script>
+(() => {
+  const did = document.getElementById("weaver-did");
+  const set = (name, text) => { for (const el of did.querySelectorAll(`[data-did="${name}"]`)) el.textContent = text; };
+  const nav = performance.getEntriesByType("navigation")[0];
+  const cache = nav && (nav.serverTiming || []).find((t) => t.name === "cache");
+  const fromBrowser = nav && nav.transferSize === 0 && nav.decodedBodySize > 0;
+  set("cache", fromBrowser ? "BROWSER CACHE" : cache ? cache.description.toUpperCase() : "MISS");
+  if (nav) set("ttfb", Math.round(nav.responseStart) + " ms");
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if (e.name === "first-contentful-paint") set("paint", Math.round(e.startTime) + " ms");
+  }).observe({ type: "paint", buffered: true });
+  const rows = new Map();
+  document.addEventListener("weaver:slot", (e) => {
+    const { id, type, at, reason } = e.detail;
+    let row = rows.get(id);
+    if (!row) {
+      row = document.createElement("li");
+      const slot = document.getElementById(id);
+      row.dataset.slot = (slot && slot.dataset.src) || id;
+      row.dataset.first = Math.round(at);
+      rows.set(id, row);
+      did.append(row);
+    }
+    const end = type === "slot-append" || type === "slot-progress" ? "" : ` → ${reason || type} at ${Math.round(at)} ms`;
+    row.textContent = `${row.dataset.slot}: first at ${row.dataset.first} ms${end || row.dataset.end || ""}`;
+    if (end) row.dataset.end = end;
+  });
+})();
+</script>
 <esi:remove><p>This line shows only without Weaver.</p></esi:remove>
 <footer>Served through Weaver · <a href="/_weaver/health">health</a></footer>
 </body>
@@ -86,6 +129,12 @@ footer { padding: 12px 24px; color: #666; }
 .panel { font-size: 13px; color: #555; padding: 6px 24px; background: #eef; }
 button[data-weaver-pending] { opacity: .5; }
 weaver-slot[data-state="slot"], weaver-slot[data-state="patch"] { animation: in .4s; }
+.assistant, .did { margin: 0 24px 24px; background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 12px; }
+.assistant .card { display: inline-block; margin: 4px; }
+[data-weaver-progress] { display: flex; gap: 8px; align-items: center; color: #555; font-size: 14px; }
+[data-weaver-progress] progress { width: 160px; }
+weaver-slot[data-state="cancelled"]::after { content: " (stopped)"; color: #a00; }
+#weaver-did { font: 13px/1.5 ui-monospace, monospace; }
 @keyframes in { from { background: #fff7c0; } to { background: transparent; } }
 """
 
@@ -184,6 +233,8 @@ async def inline(request: web.Request) -> web.Response:
         "/fragments/cart": cart_html(items),
         "/fragments/recommendations": recommendations_html(),
         "/fragments/deals": '<p class="muted">Deals are unavailable right now.</p>',
+        "/fragments/assistant": f"<p>{html.escape(ANSWER)}</p>"
+        + "".join(card_html(pid) for pid in ANSWER_PICKS),
     }
 
     def render(match: re.Match[str]) -> str:
@@ -197,6 +248,76 @@ async def inline(request: web.Request) -> web.Response:
 INCLUDE = re.compile(
     r'<esi:include src="([^"]+)"/>|<weaver-include src="([^"]+)"[^>]*>.*?</weaver-include>'
 )
+
+
+ASSISTANT_TOKEN_S = 0.02
+SEARCH_STEPS = 4
+ANSWER = (
+    "For a rainy weekend walk, keep dry first: the rain jacket sheds a downpour and packs "
+    "small. Warm feet matter as much as a dry back, so take two pairs of wool socks. "
+    "A canvas tote carries lunch and a spare layer. Here is what I would pick:"
+)
+ANSWER_PICKS = ("p4", "p3", "p2")
+
+
+def sse(data: str, event: str = "") -> bytes:
+    """One event-stream event (WHATWG HTML §9.2): ``data`` on as many lines as it has."""
+    head = f"event: {event}\n" if event else ""
+    return (head + "".join(f"data: {line}\n" for line in data.split("\n")) + "\n").encode()
+
+
+def progress(stage: str, percent: int, message: str) -> bytes:
+    payload = {"stage": stage, "percent": percent, "message": message}
+    return sse(json.dumps(payload), "progress")
+
+
+async def assistant(request: web.Request) -> web.StreamResponse:
+    """A simulated answer generator: deterministic text, a token every ~20 ms, progress
+    stages, and product cards as blocking includes inside its stream (Weaver fetches them
+    in parallel and splices them in order)."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+    )
+    await response.prepare(request)
+    for step in range(SEARCH_STEPS):
+        await response.write(
+            progress(
+                "searching the catalogue", step * 10, f"searching the catalogue ({step + 1}/4)"
+            )
+        )
+        await asyncio.sleep(ASSISTANT_TOKEN_S * 3)
+    await response.write(sse("<p>"))
+    words = ANSWER.split(" ")
+    for index, word in enumerate(words):
+        percent = 40 + (index + 1) * 50 // len(words)
+        if index % 8 == 0:
+            await response.write(progress("writing the answer", percent, "writing the answer"))
+        await response.write(sse(html.escape(word) + " "))
+        await asyncio.sleep(ASSISTANT_TOKEN_S)
+    await response.write(sse('</p><div class="picks">'))
+    for pid in ANSWER_PICKS:
+        await response.write(sse(f'<weaver-include src="/fragments/card/{pid}"></weaver-include>'))
+    await response.write(progress("writing the answer", 100, "done"))
+    await response.write(sse("</div>"))
+    await response.write(sse("", "done"))
+    await response.write_eof()
+    return response
+
+
+def card_html(pid: str) -> str:
+    for known, name, price in PRODUCTS:
+        if known == pid:
+            return f'<div class="card pick"><h3>{html.escape(name)}</h3><p>€{price}</p></div>'
+    return ""
+
+
+async def card(request: web.Request) -> web.Response:
+    await asyncio.sleep(0.05)
+    return web.Response(
+        text=card_html(request.match_info["pid"]),
+        content_type="text/html",
+        headers={"Cache-Control": "max-age=60"},
+    )
 
 
 async def deals(request: web.Request) -> web.Response:
@@ -270,6 +391,8 @@ def build_origin() -> web.Application:
     app.router.add_get("/fragments/recommendations", recommendations)
     app.router.add_get("/fragments/cart", cart)
     app.router.add_get("/fragments/deals", deals)
+    app.router.add_get("/fragments/assistant", assistant)
+    app.router.add_get("/fragments/card/{pid}", card)
     app.router.add_get("/static/shop.css", css)
     app.router.add_post("/_events", events)
     app.router.add_get("/inline", inline)
