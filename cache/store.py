@@ -58,6 +58,8 @@ import hashlib
 import io
 import logging
 import os
+import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -80,6 +82,10 @@ CHUNK_BYTES = 64 * 1024
 SPILL_BYTES = 1024 * 1024
 # Blob files whose bytes this process hashed, with their fingerprint; bounded, oldest dropped.
 MAX_VERIFIED = 4096
+# Manifests kept in memory (a disk-tier hit reads no database row).
+MAX_MANIFESTS = 16384
+# Linux 4.14+: a read that fails instead of waiting for the disk.
+_HAS_NOWAIT = hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
 # A fingerprint is trusted only if the file's ctime is older than this when it is taken:
 # ctime comes from the kernel's coarse clock (a tick of 1-10 ms), so a write in the same
 # tick as the verified one would leave ctime unchanged ("racy git" has the same rule).
@@ -119,6 +125,19 @@ def _fingerprint(handle: IO[bytes]) -> Fingerprint | None:
     return Fingerprint(
         handle.name, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
     )
+
+
+def _is_alive(pid_text: str) -> bool:
+    """Whether the process ``pid_text`` names still runs (its temporary writes too)."""
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_hash(handle: IO[bytes], manifest: Manifest) -> None:
@@ -263,7 +282,11 @@ class Store:
         # lookup. Entries other worker processes store are not here (they are refilled
         # by this one); keys purged elsewhere are, and their lookup then misses.
         self._known: set[str] = set()
+        # Manifests are small and read on every hit: the last MAX_MANIFESTS read or
+        # written by this process stay in memory, bodies on disk (the disk-tier hit).
+        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         self.memory_evictions = 0  # entries the memory tier dropped for room (metrics)
+        self._tmp = self.directory / "tmp" / f"{os.getpid()}-{secrets.token_hex(4)}"
 
     async def open(self) -> None:
         await asyncio.to_thread(self._open_sync)
@@ -272,8 +295,17 @@ class Store:
     def _open_sync(self) -> None:
         tmp = self.directory / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        for leftover in tmp.iterdir():  # temporary bodies of writes a crash cut short
-            leftover.unlink(missing_ok=True)
+        # Temporary bodies of writes a crash cut short: each process writes in its own
+        # folder, and only the folders (and loose files) of processes gone are swept, so
+        # a worker that restarts never deletes another worker's write in progress.
+        for leftover in tmp.iterdir():
+            if leftover.is_dir() and _is_alive(leftover.name.partition("-")[0]):
+                continue
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
         self._cache = diskcache.Cache(
             str(self.directory / "db"),
             size_limit=self.max_size_bytes,
@@ -310,20 +342,82 @@ class Store:
             return Entry(self, hot[0], hot[1])
         if key not in self._known:  # fast: a set lookup
             return None
+        manifest = self._manifests.get(key)
+        if manifest is not None and manifest.size <= self.memory_entry_max_bytes:
+            body = self._read_nowait(manifest)  # no thread hop when the page cache has it
+            if body is not None:
+                self._manifests.move_to_end(key)
+                self._remember(key, manifest, body)
+                return Entry(self, manifest, body)
         found = await asyncio.to_thread(self._get_sync, key)
         if found is None:
             self._known.discard(key)
+            self._manifests.pop(key, None)
             return None
         manifest, body = found
+        self._keep_manifest(manifest)
         if body is not None:
             self._remember(key, manifest, body)
         return Entry(self, manifest, body)
 
-    def hot_manifest(self, key: str) -> Manifest | None:
-        """The manifest of ``key`` in the memory tier, or None. Fast: a dict lookup, no
-        verification (a hot body was verified when it entered) and no LRU bump."""
+    def _keep_manifest(self, manifest: Manifest) -> None:
+        self._manifests[manifest.key] = manifest
+        self._manifests.move_to_end(manifest.key)
+        while len(self._manifests) > MAX_MANIFESTS:
+            self._manifests.popitem(last=False)
+
+    def _read_nowait(self, manifest: Manifest) -> bytes | None:
+        """The body of a small blob this process verified, read on the loop without
+        blocking: opened by its path, its fingerprint compared (a change means None:
+        the caller re-hashes in a thread), read with ``RWF_NOWAIT`` so that bytes not in
+        the page cache give None (then the caller reads in a thread) instead of a wait.
+        Fast: a few metadata syscalls and one non-blocking read."""
+        with self._verified_lock:
+            seen = self._verified.get(manifest.blob)
+        if seen is None or seen.size != manifest.size or not _HAS_NOWAIT:
+            return None
+        try:
+            fd = os.open(seen.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            stat = os.fstat(fd)
+            if (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) != (
+                seen.device,
+                seen.inode,
+                seen.size,
+                seen.mtime_ns,
+                seen.ctime_ns,
+            ):
+                return None
+            buffer = bytearray(manifest.size)
+            if os.preadv(fd, [buffer], 0, os.RWF_NOWAIT) != manifest.size:
+                return None
+            return bytes(buffer)
+        except OSError:  # EAGAIN (not cached), EOPNOTSUPP (file system): the thread path
+            return None
+        finally:
+            os.close(fd)
+
+    def current_manifest(self, key: str) -> Manifest | None:
+        """The manifest this process holds for ``key`` (memory tier, else the manifest
+        cache), or None. Fast: dict lookups, no I/O; a purge, refresh or eviction known
+        to this process replaces or drops it."""
         hot = self._memory.get(key)
-        return hot[0] if hot is not None else None
+        if hot is not None:
+            return hot[0]
+        return self._manifests.get(key)
+
+    def read_now(self, manifest: Manifest) -> bytes | None:
+        """The verified body of ``manifest`` if it can be had without waiting: from the
+        memory tier, or a small file in the page cache (:meth:`_read_nowait`); else None.
+        """
+        hot = self._memory.get(manifest.key)
+        if hot is not None and hot[0] is manifest:
+            return hot[1]
+        if manifest.size > self.memory_entry_max_bytes:
+            return None
+        return self._read_nowait(manifest)
 
     def _get_sync(self, key: str) -> tuple[Manifest, bytes | None] | None:
         raw = self._db.get(("manifest", key))
@@ -360,13 +454,13 @@ class Store:
         return handle
 
     def _read_small(self, manifest: Manifest) -> bytes:
-        body = self._db.get(("blob", manifest.blob))
-        if body is None:
-            raise StoreError(f"blob {manifest.blob} is gone (evicted)")
-        data = bytes(body)
-        actual = digest_of(data)
-        if actual != manifest.blob or len(data) != manifest.size:
-            raise DamagedBlob(manifest.blob, actual)
+        """A small body whole, verified as :meth:`_open_verified` does (hashed once per
+        process and fingerprint for a file; every time for a blob inside the database)."""
+        handle, _ = self._open_verified(manifest)
+        with handle:
+            data = handle.read()
+        if len(data) != manifest.size:
+            raise DamagedBlob(manifest.blob, f"{len(data)} bytes")
         return data
 
     def _open_verified(self, manifest: Manifest) -> tuple[IO[bytes], Fingerprint | None]:
@@ -431,6 +525,7 @@ class Store:
     async def _drop(self, manifest: Manifest, exc: Exception) -> None:
         log.error("cache entry %s dropped: %s", manifest.key, exc)
         self._forget(manifest.key)
+        self._manifests.pop(manifest.key, None)
         self._known.discard(manifest.key)
         await asyncio.to_thread(self._drop_sync, manifest)
 
@@ -444,6 +539,7 @@ class Store:
             raise
         except StoreError:
             self._known.discard(manifest.key)
+            self._manifests.pop(manifest.key, None)
             await asyncio.to_thread(self._db.delete, ("manifest", manifest.key))
             raise
         try:
@@ -478,11 +574,12 @@ class Store:
         return BlobWriter(self, key, max_bytes=max(1, self.max_size_bytes // 10))
 
     def _temp_file(self) -> IO[bytes]:
-        return tempfile.NamedTemporaryFile(dir=self.directory / "tmp", prefix="body-", delete=False)
+        return tempfile.NamedTemporaryFile(dir=self._tmp, prefix="body-", delete=False)
 
     async def _commit(self, manifest: Manifest, body: bytes | None, path: str | None) -> None:
         await asyncio.to_thread(self._commit_sync, manifest, body, path)
         self._known.add(manifest.key)
+        self._keep_manifest(manifest)
         if body is not None:
             self._remember(manifest.key, manifest, body)
         else:
@@ -493,7 +590,9 @@ class Store:
         blob_key = ("blob", manifest.blob)
         if blob_key not in db:
             if body is not None:
-                db.set(blob_key, body)
+                # A file of its own, however small (read=True): a hit reads it by its
+                # verified fingerprint without a database row (Store.get, _read_nowait).
+                db.set(blob_key, io.BytesIO(body), read=True)
             else:
                 if path is None:
                     raise StoreError(f"{manifest.key}: blob {manifest.blob} is not stored")
@@ -519,6 +618,7 @@ class Store:
     async def update_manifest(self, key: str, manifest: Manifest) -> None:
         """Replace the manifest of ``key`` (a 304's headers, a soft purge)."""
         await asyncio.to_thread(self._db.set, ("manifest", key), manifests.encode(manifest))
+        self._keep_manifest(manifest)
         hot = self._memory.get(key)
         if hot is not None:
             self._memory[key] = (manifest, hot[1])
@@ -527,6 +627,7 @@ class Store:
 
     async def delete(self, key: str) -> bool:
         self._forget(key)
+        self._manifests.pop(key, None)
         self._known.discard(key)
         deleted: bool = await asyncio.to_thread(self._db.delete, ("manifest", key))
         return deleted
@@ -625,6 +726,7 @@ class Store:
         await asyncio.to_thread(self._commit_sync, manifest, None, None)
         self._known.add(manifest.key)
         self._forget(manifest.key)
+        self._keep_manifest(manifest)
 
     # compressed variants (see _Variants below)
 

@@ -8,12 +8,13 @@ serialised once, without Date and Age; the body it sent) under the request's raw
 and target. Later requests with the same raw Host and target, and no header that could
 change the answer, get those bytes with only Date and Age made for them.
 
-An entry is used only while it is *exactly* the one the store holds in its memory tier
-(the same manifest object: a purge, a refresh, a soft purge or an eviction replaces or
-drops it) and while it is fresh; otherwise the request takes the ordinary path, which
-records the entry again. Pages that open a session (suspense slots, channels), entries
-that vary on anything but Accept-Encoding, and requests with conditionals, ranges,
-request Cache-Control or Pragma never take the lane.
+An entry is used only while it is *exactly* the one the store holds (the same manifest
+object, in its memory tier or manifest cache: a purge, a refresh, a soft purge or an
+eviction replaces or drops it), while it is fresh, and while its body can be had
+without waiting (memory, or a verified small file in the page cache); otherwise the
+request takes the ordinary path, which records the entry again. Pages that open a
+session (suspense slots, channels), entries that vary on anything but Accept-Encoding,
+and requests with conditionals, ranges, request Cache-Control or Pragma never take it.
 
 Bounded: at most ``MAX_ENTRIES`` recorded answers (oldest dropped) and
 ``MAX_CODINGS_SEEN`` distinct Accept-Encoding values remembered.
@@ -58,7 +59,7 @@ _PER_RESPONSE = ("Date", "Age", "Content-Length", "Server-Timing", "Connection")
 @dataclass(slots=True)
 class _Answer:
     head: bytes  # status line and the fixed headers, each line ending CRLF
-    body: bytes
+    body: bytes | None  # None: the stored identity body, read from the store per answer
 
 
 @dataclass(slots=True)
@@ -95,25 +96,28 @@ class HitLane:
             if name in headers:
                 return None
         now = self._clock()
-        if now >= lane.fresh_until or self._store.hot_manifest(lane.key) is not lane.manifest:
+        if now >= lane.fresh_until or self._store.current_manifest(lane.key) is not lane.manifest:
             del self._lanes[(request.host, request.raw_path)]
             return None
         coding = self._coding(headers.get("Accept-Encoding")) if lane.is_negotiable else None
         answer = lane.answers.get(coding)
         if answer is None:
             return None
+        body = answer.body if answer.body is not None else self._store.read_now(lane.manifest)
+        if body is None:
+            return None  # on disk and not in the page cache: the ordinary path reads it
         age = int(lane.initial_age_s + now - lane.stored_at)
         tail = b"Date: %s\r\nAge: %d\r\nContent-Length: %d\r\n" % (
             self._http_date(now),
             max(0, age),
-            len(answer.body),
+            len(body),
         )
         keep_alive = request.keep_alive
         if not keep_alive:
             tail += b"Connection: close\r\n"
         elif request.version < HttpVersion11:
             tail += b"Connection: keep-alive\r\n"
-        return _Prepared(answer.head + tail + b"\r\n", answer.body, keep_alive)
+        return _Prepared(answer.head + tail + b"\r\n", body, keep_alive)
 
     def record(
         self,
@@ -155,7 +159,9 @@ class HitLane:
                 is_negotiable=is_negotiable,
             )
             self._lanes[place] = lane
-        lane.answers[coding] = _Answer(_serialise_head(response), body)
+        # The identity body stays the store's (memory tier or page cache): the lane keeps
+        # no second copy; a coding's body is the variant's, kept with its answer.
+        lane.answers[coding] = _Answer(_serialise_head(response), body if coding else None)
 
     def clear(self) -> None:
         self._lanes.clear()

@@ -85,10 +85,10 @@ async def test_an_aborted_write_leaves_nothing(tmp_path: Path) -> None:
     async with Store(str(tmp_path), max_size_bytes=10**9) as store:
         writer = await store.begin("GET h/a")
         await writer.write(os.urandom(3 * 1024 * 1024))  # past the spill: a temporary file
-        assert list((tmp_path / "tmp").iterdir())
+        assert list((tmp_path / "tmp").rglob("body-*"))
         writer.abort()
         assert await store.keys() == []
-        assert list((tmp_path / "tmp").iterdir()) == []
+        assert list((tmp_path / "tmp").rglob("body-*")) == []
         assert await writer.commit(manifest("GET h/a")) is None
 
 
@@ -337,3 +337,17 @@ async def test_purge_by_url_and_prefix_on_keys(store: Store) -> None:
     assert await apply(store, PurgeRequest(urls=(UrlTarget(None, "/p"),), prefix="/p")) == 2
     assert await store.keys() == ["GET h/shopping"]
     assert await store.check() == []
+
+
+async def test_opening_sweeps_only_the_temporary_writes_of_processes_gone(tmp_path: Path) -> None:
+    """Workers share a store: one that restarts must not delete another's write."""
+    tmp = tmp_path / "tmp"
+    gone = tmp / "999999999-dead"  # no such process
+    alive = tmp / f"{os.getppid()}-live"  # the test runner's parent: alive
+    for folder in (gone, alive):
+        folder.mkdir(parents=True)
+        (folder / "body-1").write_bytes(b"partial")
+    (tmp / "body-old-layout").write_bytes(b"partial")
+    async with Store(str(tmp_path), max_size_bytes=10**9):
+        assert not gone.exists() and not (tmp / "body-old-layout").exists()
+        assert (alive / "body-1").read_bytes() == b"partial"
