@@ -30,7 +30,15 @@ from weaver.proxy.http1 import (
     chunk,
     request_head,
 )
-from weaver.proxy.origin_pool import Connection, Key, Pool
+from weaver.proxy.origin_pool import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ORIGIN,
+    Connection,
+    ConnectTimeout,
+    Key,
+    Pool,
+    PoolStats,
+)
 from weaver.proxy.upgrade_head import authority
 
 log = logging.getLogger(__name__)
@@ -88,18 +96,41 @@ class OriginResponse:
                 return
             yield data
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Body bytes received and not yet read: at most ~256 KiB plus one socket read
+        (then reading pauses, policy ``PAUSE_READING``)."""
+        return self._connection.buffered_bytes
+
 
 class OriginClient:
     """A pooled client for every configured origin."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_origin: int = MAX_CONNECTIONS_PER_ORIGIN,
+    ) -> None:
         self._config = config
+        self._max_connections = max_connections
+        self._max_per_origin = max_per_origin
         self._pool: Pool | None = None
         self._hosts: dict[Key, str] = {}  # the Host header per origin
 
     async def __aenter__(self) -> OriginClient:
-        self._pool = Pool(connect_timeout_s=self._config.server.connect_timeout_s)
+        self._pool = Pool(
+            connect_timeout_s=self._config.server.connect_timeout_s,
+            max_connections=self._max_connections,
+            max_per_origin=self._max_per_origin,
+        )
         return self
+
+    def pool_stats(self) -> PoolStats:
+        """Connections open and idle, and requests waiting for one."""
+        assert self._pool is not None, "OriginClient used outside its context"
+        return self._pool.stats()
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._pool is not None:
@@ -127,8 +158,8 @@ class OriginClient:
         once more on a new connection (RFC 9112 §9.3.1).
 
         Raises:
-            OriginError: connection refused, reset, a malformed answer, or no headers
-                within the timeout (504).
+            OriginError: connection refused, reset, a malformed answer, or no connection
+                or no headers within the timeouts (504).
             TimeoutError: ``deadline`` passed before the headers arrived.
         """
         pool = self._pool
@@ -165,6 +196,8 @@ class OriginClient:
             conn, response_head = await self._exchange(
                 pool, key, url, method, head, body, framing, limit, is_replayable
             )
+        except ConnectTimeout:
+            raise OriginError(url, "no connection in time", status=504) from None
         except TimeoutError:
             if is_deadline:
                 raise

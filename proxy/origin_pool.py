@@ -15,6 +15,7 @@ import asyncio
 import logging
 import ssl
 from collections import deque
+from dataclasses import dataclass
 from enum import Enum
 from typing import cast
 
@@ -36,6 +37,19 @@ LOW_WATER_BYTES = 64 * 1024  # ... and reading resumes once the consumer drained
 IDLE_TIMEOUT_S = 15.0  # an idle keep-alive connection is closed after this (aiohttp's default)
 MAX_CONNECTIONS = 1000
 MAX_CONNECTIONS_PER_ORIGIN = 256
+
+
+class ConnectTimeout(TimeoutError):
+    """The connect timeout passed before the origin accepted the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """What the pool holds now."""
+
+    open: int  # connections open or opening, busy or idle
+    idle: int  # kept alive, waiting for a request
+    waiting: int  # requests waiting for a connection
 
 
 class ConnectionState(Enum):
@@ -125,6 +139,12 @@ class Connection(asyncio.Protocol):
     @property
     def is_lost(self) -> bool:
         return self._is_lost
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Body bytes received and not yet read (bounded by ``HIGH_WATER_BYTES`` plus one
+        socket read)."""
+        return self._buffered
 
     def begin(self, method: str) -> None:
         """Start an exchange: the next bytes that arrive are its response."""
@@ -282,16 +302,16 @@ class Pool:
         self._sweeper: asyncio.TimerHandle | None = None
         self._is_closed = False
 
-    @property
-    def total(self) -> int:
-        """Connections open or opening."""
-        return self._total
+    def stats(self) -> PoolStats:
+        waiting = sum(1 for _, waiter in self._waiters if not waiter.done())
+        return PoolStats(self._total, len(self._idle_order), waiting)
 
     async def acquire(self, key: Key, limit: float, *, is_fresh: bool = False) -> Connection:
         """A connection to ``key``: an idle one (unless ``is_fresh``), else a new one.
 
         Raises:
-            TimeoutError: no connection before ``limit`` (loop time) or the connect timeout.
+            ConnectTimeout: the connect timeout passed first.
+            TimeoutError: no connection before ``limit`` (loop time).
             OSError: the connect failed (refused, unreachable, TLS).
         """
         if self._is_closed:
@@ -436,13 +456,16 @@ class Pool:
         conn = Connection(self, key)  # holds the slot reserved for it
         self._all.add(conn)
         tls = self._tls_context() if scheme == "https" else None
+        connect_limit = self.loop.time() + self._connect_timeout_s
         try:
-            async with asyncio.timeout_at(min(limit, self.loop.time() + self._connect_timeout_s)):
+            async with asyncio.timeout_at(min(limit, connect_limit)):
                 await self.loop.create_connection(
                     lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
                 )
-        except BaseException:
+        except BaseException as exc:
             self._close(conn)
+            if isinstance(exc, TimeoutError) and connect_limit < limit:
+                raise ConnectTimeout() from None
             raise
         return conn
 
