@@ -190,9 +190,7 @@ class Connection(asyncio.Protocol):
             body.clear()
             self._buffered = 0
             if self._is_reading_paused:
-                self._is_reading_paused = False
-                assert self._transport is not None
-                self._transport.resume_reading()
+                self._resume_reading()
             return data
         if self.is_complete:
             return b""
@@ -225,9 +223,7 @@ class Connection(asyncio.Protocol):
         self._body.clear()
         self._buffered = 0
         if self._is_reading_paused:
-            self._is_reading_paused = False
-            assert self._transport is not None
-            self._transport.resume_reading()
+            self._resume_reading()
         self.idle_since = self._loop.time()
         self._enter(ConnectionState.IDLE)
 
@@ -241,6 +237,11 @@ class Connection(asyncio.Protocol):
             self._transport.abort()
 
     # -- internals ------------------------------------------------------------------------
+
+    def _resume_reading(self) -> None:
+        self._is_reading_paused = False
+        if self._transport is not None and not self._is_lost:
+            self._transport.resume_reading()
 
     def _enter(self, state: ConnectionState) -> None:
         if state not in _TRANSITIONS[self.state]:
