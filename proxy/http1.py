@@ -25,6 +25,8 @@ MAX_LINE_BYTES = 8 * 1024
 _STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Header fields, each ending in CRLF: a token, a colon, a value without control characters.
+_FIELDS = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[\t ]*(?:;[^\r\n]*)?")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _LINE_BREAK = re.compile(r"[\r\n]")
@@ -327,33 +329,38 @@ def _parse_head(text: str, is_head: bool) -> ResponseHead | str | None:
     malformed (RFC 9112 §5.1-§5.2 let a proxy reject them). Values with bytes above 0x7f
     are read as UTF-8 with surrogate escapes, as aiohttp's client reads them.
     """
-    lines = text.split("\r\n")
-    status_line = _STATUS_LINE.fullmatch(lines[0])
+    status_end = text.find("\r\n")
+    status_line = _STATUS_LINE.fullmatch(text if status_end < 0 else text[:status_end])
     if status_line is None:
         return "bad status line"
-    if len(lines) - 1 > MAX_FIELDS:
-        return "too many header fields"
     minor, code, reason = status_line.groups()
     status = int(code)
     if status < 200:
         return "unexpected 101 Switching Protocols" if status == 101 else None
     fields: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or _TOKEN.fullmatch(name) is None:
-            return "bad header field"
-        value = value.strip(" \t")
-        if _BAD_VALUE.search(value) is not None:
-            return "control character in a header value"
-        if not value.isascii():
-            value = value.encode("latin-1").decode("utf-8", "surrogateescape")
-        fields.append((name, value))
+    if status_end >= 0:
+        block = text[status_end + 2 :] + "\r\n"
+        if block.count("\r\n") > MAX_FIELDS:
+            return "too many header fields"
+        if _FIELDS.fullmatch(block) is None:  # one scan for the common, well-formed case
+            return _field_problem(block)
+        is_ascii = block.isascii()
+        for line in block[:-2].split("\r\n"):
+            name, _, value = line.partition(":")
+            value = value.strip(" \t")
+            if not is_ascii and not value.isascii():
+                value = value.encode("latin-1").decode("utf-8", "surrogateescape")
+            fields.append((name, value))
     headers = CIMultiDictProxy(CIMultiDict(fields))
     framing = _framing(headers, status, is_head)
     if framing is None:
         return "bad Content-Length"
     kind, length = framing
-    tokens = {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",")}
+    tokens = (
+        {t.strip().lower() for v in headers.getall("Connection") for t in v.split(",")}
+        if "Connection" in headers
+        else ()
+    )
     # HTTP/1.0 and "close" end the connection (RFC 9112 §9.3); so does a body that ends
     # with it, and a message with both framings, whose length an attacker may have
     # smuggled (RFC 9112 §6.3 item 3).
@@ -364,6 +371,17 @@ def _parse_head(text: str, is_head: bool) -> ResponseHead | str | None:
         and not ("Transfer-Encoding" in headers and "Content-Length" in headers)
     )
     return ResponseHead(status, reason or "", headers, kind, length, is_keep_alive)
+
+
+def _field_problem(block: str) -> str:
+    """What is wrong with a header block that :data:`_FIELDS` refused."""
+    for line in block[:-2].split("\r\n"):
+        name, colon, value = line.partition(":")
+        if not colon or _TOKEN.fullmatch(name) is None:
+            return "bad header field"
+        if _BAD_VALUE.search(value) is not None:
+            return "control character in a header value"
+    return "bad header field"  # a bare CR or LF
 
 
 def _framing(
