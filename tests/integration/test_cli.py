@@ -92,7 +92,7 @@ async def test_purge_from_the_command_line_reaches_the_running_server(tmp_path: 
         config = tmp_path / "weaver.toml"
         config.write_text(
             '[server]\nlisten = "127.0.0.1:0"\n'
-            '[session]\npublish_token = "env:TEST_TOKEN"\n'
+            '[session]\npublish_token = "env:TEST_TOKEN"\nlisten = "127.0.0.1:0"\n'
             f'[cache]\ndir = "{tmp_path / "cache"}"\n'
             f'[[origin]]\nname = "o"\nurl = "{origin_url}"\n'
             '[[route]]\npath = "/"\norigin = "o"\n'
@@ -191,6 +191,9 @@ def _env() -> dict[str, str]:
 
 GOOD = """
 [server]
+listen = "127.0.0.1:0"
+
+[session]
 listen = "127.0.0.1:0"
 
 [cache]
