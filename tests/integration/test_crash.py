@@ -69,7 +69,8 @@ async def test_sigkill_mid_fill_leaves_only_complete_entries(tmp_path: Path) -> 
     async with serve_app(origin) as origin_url, aiohttp.ClientSession() as client:
         config = tmp_path / "weaver.toml"
         config.write_text(
-            f'[server]\nlisten = "127.0.0.1:0"\n[session]\nlisten = "127.0.0.1:0"\n[cache]\ndir = "{cache_dir}"\n'
+            '[server]\nlisten = "127.0.0.1:0"\n[session]\nlisten = "127.0.0.1:0"\n'
+            f'[cache]\ndir = "{cache_dir}"\n'
             f'[[origin]]\nname = "o"\nurl = "{origin_url}"\n'
             '[[route]]\npath = "/"\norigin = "o"\n'
         )

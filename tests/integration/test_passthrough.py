@@ -38,7 +38,8 @@ async def test_a_gigabyte_passes_through_in_constant_memory(tmp_path: Path) -> N
     async with serve_app(origin) as origin_url:
         config = tmp_path / "weaver.toml"
         config.write_text(
-            f'[server]\nlisten = "127.0.0.1:0"\n[session]\nlisten = "127.0.0.1:0"\n[cache]\ndir = "{tmp_path / "cache"}"\n'
+            '[server]\nlisten = "127.0.0.1:0"\n[session]\nlisten = "127.0.0.1:0"\n'
+            f'[cache]\ndir = "{tmp_path / "cache"}"\n'
             f'[[origin]]\nname = "o"\nurl = "{origin_url}"\n[[route]]\npath = "/"\norigin = "o"\n'
         )
         proc = await asyncio.create_subprocess_exec(

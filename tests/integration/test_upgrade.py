@@ -6,7 +6,6 @@ import asyncio
 import base64
 import hashlib
 import ssl
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
+from tests.certs import self_signed
 from tests.integration.harness import TOKEN, Recorder, Stack, weaver_config, weaver_stack
 from tests.servers import Handler, serve_app
 from weaver.config.load import build_config
@@ -372,14 +372,7 @@ async def test_any_other_protocol_is_spliced_byte_for_byte_both_ways() -> None:
 def tls_origin_cert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
     """A self-signed certificate for 127.0.0.1 that Weaver's default context trusts
     (through SSL_CERT_FILE); returns the origin's server context."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    command = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1"
-    command += " -addext subjectAltName=IP:127.0.0.1"
-    subprocess.run(
-        [*command.split(), "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)

@@ -4,10 +4,8 @@ servers where a test needs bytes aiohttp would not send."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.certs import self_signed
 from tests.servers import serve_app
 from weaver.config.load import build_config
 from weaver.config.schema import Config
@@ -456,28 +455,15 @@ async def test_the_callers_host_header_is_sent_instead_of_the_origins() -> None:
 
 
 @pytest.fixture
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, made by the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl CLI")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-nodes", "-days", "1"),
-            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-            *("-keyout", str(key), "-out", str(cert)),
-            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+def self_signed_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key."""
+    return self_signed(tmp_path)
 
 
 async def test_an_https_origin_is_verified_against_the_trusted_certificates(
-    self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    self_signed_pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cert, key = self_signed
+    cert, key = self_signed_pair
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
     origin = Transports()
