@@ -322,11 +322,12 @@ async def _stream_body(
         chunk = data if compressor is None else compressor.compress(data) + compressor.flush()
         if held:
             await response.write(held)
+            fill.mark_started()
         held = chunk
-        fill.mark_started()
         if not follower.is_ready():
             await response.write(held)  # the next bytes are not here: send what we have
             held = b""
+            fill.mark_started()  # the first bytes are out: fragment fetches may start
     if compressor is not None:
         held += compressor.finish()
     return held
