@@ -107,6 +107,16 @@ def demo_config(origin_port: int, listen: str) -> Config:
                     "fragment_timeout": "500ms",
                     "shared": True,
                 },
+                # The same page with its slots inline: they follow the paint in the
+                # same response, no WebSocket needed for the first view.
+                {
+                    "path": "/inline-demo",
+                    "origin": "demo",
+                    "ttl": "10s",
+                    "fragment_timeout": "500ms",
+                    "shared": True,
+                    "suspense_delivery": "inline",
+                },
                 # The app's own account and API: passed through with the visitor's
                 # cookies (shared = false, the default).
                 {"path": "/account", "origin": "demo"},
