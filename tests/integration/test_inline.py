@@ -55,6 +55,7 @@ class Origin:
     def __init__(self) -> None:
         self.releases: dict[str, asyncio.Event] = {}  # by the visit's X-Visit header
         self.never_closed = asyncio.Event()
+        self.slow_cancelled = asyncio.Event()
 
     def release_of(self, visit: str) -> asyncio.Event:
         return self.releases.setdefault(visit, asyncio.Event())
@@ -85,7 +86,11 @@ class Origin:
         return html("<b>fast & fine</b>")
 
     async def slow(self, request: web.Request) -> web.Response:
-        await self.release_of(request.headers.get("X-Visit", "")).wait()
+        try:
+            await self.release_of(request.headers.get("X-Visit", "")).wait()
+        except asyncio.CancelledError:
+            self.slow_cancelled.set()
+            raise
         return html("<i>slow</i> <textarea>")  # a stray tag cannot break the document
 
     async def answer(self, request: web.Request) -> web.StreamResponse:
@@ -345,3 +350,19 @@ async def test_the_session_opens_but_carries_nothing_of_the_inline_slots() -> No
             first = orjson.loads(await ws.recv())
     assert hello["seq"] == 0  # nothing was logged on the session for its slots
     assert first == {"type": "message", "seq": 1, "channel": None, "data": "after the page"}
+
+
+async def test_a_visitor_who_leaves_mid_tail_cancels_the_slot_fetches() -> None:
+    origin = Origin()
+    async with asyncio.timeout(15), weaver(origin) as stack:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(stack.url + "/", headers={"X-Visit": "gone"}) as resp,
+        ):
+            body = b""
+            async for chunk in resp.content.iter_any():
+                body += chunk
+                if b'__weaverSwap("' in body.partition(SWAP_SCRIPT)[2]:
+                    break  # the fast slot came; the visitor leaves before the slow one
+        await origin.slow_cancelled.wait()  # Weaver closed the slow slot's origin request
+    assert not origin.release_of("gone").is_set()
