@@ -1,4 +1,4 @@
-"""The ``weaver`` command: serve, check, demo."""
+"""The ``weaver`` command: serve, check, demo, purge, publish, warm."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import logging
 import secrets
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -105,6 +107,16 @@ def demo_config(origin_port: int, listen: str) -> Config:
                     "fragment_timeout": "500ms",
                     "shared": True,
                 },
+                # The same page with its slots inline: they follow the paint in the
+                # same response, no WebSocket needed for the first view.
+                {
+                    "path": "/inline-demo",
+                    "origin": "demo",
+                    "ttl": "10s",
+                    "fragment_timeout": "500ms",
+                    "shared": True,
+                    "suspense_delivery": "inline",
+                },
                 # The app's own account and API: passed through with the visitor's
                 # cookies (shared = false, the default).
                 {"path": "/account", "origin": "demo"},
@@ -198,7 +210,17 @@ def purge_command(config: Config, args: argparse.Namespace) -> int:
         print("weaver purge: give --url, --prefix, --tag or --key", file=sys.stderr)  # noqa: T201
         return 2
     endpoint = args.endpoint or f"http://{config.server.listen}/_weaver/purge"
-    return _post_json(endpoint, body, args.token or config.session.publish_token)
+    started = time.monotonic()
+    answer: dict[str, object] = {}
+    code = _post_json(endpoint, body, args.token or config.session.publish_token, answer=answer)
+    purged = answer.get("purged")
+    if code == 0 and isinstance(purged, int):
+        noun = "entry" if purged == 1 else "entries"
+        print(  # noqa: T201
+            f"weaver purge: {purged} {noun} removed in {time.monotonic() - started:.2f}s",
+            flush=True,
+        )
+    return code
 
 
 def publish_command(config: Config, args: argparse.Namespace) -> int:
@@ -222,8 +244,15 @@ def publish_command(config: Config, args: argparse.Namespace) -> int:
     return _post_json(url, body, args.token or config.session.publish_token)
 
 
-def _post_json(url: str, body: dict[str, object], token: str) -> int:
-    """POST ``body`` with the bearer token; print the answer; 0 on 2xx, 1 otherwise."""
+def _post_json(
+    url: str, body: dict[str, object], token: str, *, answer: dict[str, object] | None = None
+) -> int:
+    """POST ``body`` with the bearer token; print the answer; 0 on 2xx, 1 otherwise.
+
+    ``answer`` receives the decoded JSON object of a 2xx answer. On a terminal, a line
+    says how long the server has been at it while the answer is awaited (a large purge
+    is one call).
+    """
     import json
     import urllib.error
     import urllib.request
@@ -234,15 +263,84 @@ def _post_json(url: str, body: dict[str, object], token: str) -> int:
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         method="POST",
     )
+    waiting = threading.Event()
+    ticker = None
+    if sys.stderr.isatty():
+        ticker = threading.Thread(target=_tick, args=(waiting, url), daemon=True)
+        ticker.start()
     try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            print(resp.read().decode())  # noqa: T201
-            return 0
+        with urllib.request.urlopen(request, timeout=300) as resp:
+            text = resp.read().decode()
     except urllib.error.HTTPError as exc:
         print(f"{url}: {exc.code} {exc.read().decode()}", file=sys.stderr)  # noqa: T201
         return 1
     except OSError as exc:
         print(f"{url}: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    finally:
+        waiting.set()
+        if ticker is not None:
+            ticker.join()
+    print(text)  # noqa: T201
+    if answer is not None:
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            answer.update(decoded)
+    return 0
+
+
+def _tick(done: threading.Event, url: str) -> None:
+    """``waiting for …: 3s`` on a terminal, rewritten each second until ``done``."""
+    started = time.monotonic()
+    while not done.wait(1.0):
+        elapsed = time.monotonic() - started
+        print(f"\rwaiting for {url}: {elapsed:.0f}s", end="", file=sys.stderr, flush=True)  # noqa: T201
+    if time.monotonic() - started >= 1.0:
+        print(file=sys.stderr)  # noqa: T201
+
+
+def warm_cli(config: Config, args: argparse.Namespace) -> int:
+    """``weaver warm``: fill the cache for a list of pages (:mod:`weaver.proxy.warm`)."""
+    from weaver.config.units import parse_duration
+    from weaver.proxy.warm import WarmError, read_url_list, warm_command
+
+    if bool(args.urls) == bool(args.sitemap):
+        print("weaver warm: give --urls FILE or --sitemap URL", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.concurrency < 1:
+        print("weaver warm: --concurrency must be at least 1", file=sys.stderr)  # noqa: T201
+        return 2
+    try:
+        timeout_s = parse_duration(args.timeout)
+    except ValueError as exc:
+        print(f"weaver warm: --timeout: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    endpoint = args.endpoint or f"http://{config.server.listen}"
+    urls = None
+    if args.urls:
+        try:
+            with open(args.urls, encoding="utf-8") as file:
+                urls = read_url_list(file.read())
+        except OSError as exc:
+            print(f"weaver warm: --urls {args.urls}: {exc.strerror or exc}", file=sys.stderr)  # noqa: T201
+            return 2
+    try:
+        return asyncio.run(
+            warm_command(
+                endpoint,
+                urls=urls,
+                sitemap=args.sitemap,
+                concurrency=args.concurrency,
+                timeout_s=timeout_s,
+                out=sys.stdout,
+                is_tty=sys.stdout.isatty(),
+            )
+        )
+    except WarmError as exc:
+        print(f"weaver warm: {exc}", file=sys.stderr)  # noqa: T201
         return 1
 
 
@@ -289,6 +387,13 @@ def _main(argv: Sequence[str] | None = None) -> None:
     publish_p.add_argument("--session")
     publish_p.add_argument("--data", required=True, help="the message, as JSON")
     publish_p.add_argument("--token", help="the publish token (default: the config's)")
+    warm_p = commands.add_parser("warm", help="fill the cache for a list of pages")
+    warm_p.add_argument("--config", default="weaver.toml")
+    warm_p.add_argument("--urls", metavar="FILE", help="a file of URLs, one per line")
+    warm_p.add_argument("--sitemap", metavar="URL", help="a sitemap (or sitemap index)")
+    warm_p.add_argument("--endpoint", help="Weaver's base URL (default: server.listen)")
+    warm_p.add_argument("--concurrency", type=int, default=8, help="pages at once (8)")
+    warm_p.add_argument("--timeout", default="30s", help="per page (30s)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -305,6 +410,10 @@ def _main(argv: Sequence[str] | None = None) -> None:
         except ValueError as exc:
             parser.error(f"--listen: {exc}")
         _run(demo(args.listen))
+    elif args.command == "warm":
+        # With --endpoint no config file is needed.
+        config = Config() if args.endpoint else _load_or_exit(args.config)
+        raise SystemExit(warm_cli(config, args))
     elif args.command in ("publish", "purge"):
         # With --url and --token no config file is needed (e.g. against the demo).
         config = Config() if args.url and args.token else _load_or_exit(args.config)

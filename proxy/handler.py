@@ -34,6 +34,7 @@ from weaver.cache.keys import (
 )
 from weaver.cache.manifest import Manifest, freshness_of
 from weaver.cache.store import Entry
+from weaver.config.schema import SuspenseDelivery
 from weaver.proxy.compress import (
     StreamCompressor,
     apply_encoding,
@@ -51,9 +52,10 @@ from weaver.proxy.forwarding import (
     strip_hop_by_hop,
     visitor_headers,
 )
+from weaver.proxy.inline import InlineSlots
 from weaver.proxy.pages import error_page, origin_error_page
 from weaver.proxy.paint import Fill, FillFailed, Follower, FollowerLagged, Head
-from weaver.proxy.replay import private_downstream, replay
+from weaver.proxy.replay import inline_headers, private_downstream, replay, replay_inline
 from weaver.proxy.upgrade import proxy_upgrade
 from weaver.proxy.upgrade_head import is_upgrade_request
 from weaver.proxy.visitor import (
@@ -61,6 +63,7 @@ from weaver.proxy.visitor import (
     add_slots,
     cancel_suspense,
     open_session,
+    slot_producers,
     visit_of,
 )
 
@@ -198,6 +201,9 @@ async def _replay(
     manifest = entry.manifest
     stored = CIMultiDict(manifest.headers)
     set_cookie = None
+    is_page = _is_html(stored) and manifest.status < 400
+    if is_page and manifest.slots and _is_inline(visit):
+        return await _replay_inline(visit, entry, cache_status, now, lookup_s)
     if _is_html(stored):
         set_cookie = open_session(visit, list(manifest.slots), list(manifest.channels))
     try:
@@ -219,6 +225,37 @@ async def _replay(
             negotiable = is_negotiable(stored, status=manifest.status, size=manifest.size)
             lane.record(visit.request, key, manifest, response, is_negotiable=negotiable)
     return response
+
+
+async def _replay_inline(
+    visit: Visit, entry: Entry, cache_status: str, now: float, lookup_s: float
+) -> web.StreamResponse:
+    """The stored paint, then this visitor's slots inline (:mod:`weaver.proxy.inline`)."""
+    manifest = entry.manifest
+    slots = list(manifest.slots)
+    set_cookie = open_session(visit, slots, list(manifest.channels), is_inline=True)
+    async with InlineSlots(slot_producers(visit)) as inline:
+        inline.start(slots)
+        return await replay_inline(
+            visit.request,
+            entry,
+            inline.tail(),
+            cache_status=cache_status,
+            age=freshness_of(manifest).age_header(now),
+            set_cookie=set_cookie,
+            server_timing=f"cache;desc={cache_status.lower()};dur={lookup_s * 1000:.1f}",
+        )
+
+
+def _is_inline(visit: Visit) -> bool:
+    """Whether this page request gets its slots inline: a GET of a page on an inline
+    route; HEAD and Range requests are answered as with session delivery."""
+    request = visit.request
+    return (
+        visit.route.suspense_delivery is SuspenseDelivery.INLINE
+        and request.method == "GET"
+        and "Range" not in request.headers
+    )
 
 
 def _is_html(headers: CIMultiDict[str]) -> bool:
@@ -276,31 +313,58 @@ async def _follow(
         compressor = new_compressor(encoding) if encoding is not None else None
         started_slots = list(fill.slots)
         is_page = _is_html(head.headers) and head.status < 400
+        is_inline = is_page and _is_inline(visit)
         if is_page:
-            cookie = open_session(visit, started_slots, list(fill.channels))
+            cookie = open_session(visit, started_slots, list(fill.channels), is_inline=is_inline)
             if cookie is not None:
                 response.headers.add("Set-Cookie", cookie)
                 private_downstream(response.headers)
+        if is_inline:  # private even if no slot turns up: nested ones are not known yet
+            inline_headers(response.headers)
         if request.version < HttpVersion11:
             response.force_close()  # an HTTP/1.0 client sees the end of a streamed body
         tail = b""
-        try:
-            await response.prepare(request)
-            if request.method != "HEAD":
-                tail = await _stream_body(response, follower, fill, compressor)
-            fill.mark_started()
-            if is_page:  # slots found after the head (nested in fragments)
-                add_slots(visit, [s for s in fill.slots if s not in started_slots])
-        except BaseException as exc:
-            cancel_suspense(request)  # the client is gone or the page broke off
-            if not isinstance(exc, FillFailed | FollowerLagged):
-                raise
-            log.warning("response for %s aborted: %s", request.path, exc)
-            if request.transport is not None:
-                request.transport.abort()  # never end a broken body as if it were whole
-            return response
-        await response.write_eof(tail)
+        async with InlineSlots(slot_producers(visit)) as inline:
+            if is_inline:
+                inline.start(started_slots)  # fetched while the paint streams
+            try:
+                await response.prepare(request)
+                if request.method != "HEAD":
+                    tail = await _stream_body(
+                        response, follower, fill, compressor, is_last=not is_inline
+                    )
+                fill.mark_started()
+                if is_inline:  # the paint has gone: every slot is known, nested ones too
+                    inline.start(fill.slots)
+                    tail = await _stream_inline(response, inline, compressor, tail)
+                elif is_page:  # slots found after the head (nested in fragments)
+                    add_slots(visit, [s for s in fill.slots if s not in started_slots])
+            except BaseException as exc:
+                cancel_suspense(request)  # the client is gone or the page broke off
+                if not isinstance(exc, FillFailed | FollowerLagged):
+                    raise
+                log.warning("response for %s aborted: %s", request.path, exc)
+                if request.transport is not None:
+                    request.transport.abort()  # never end a broken body as if it were whole
+                return response
+            await response.write_eof(tail)
         return response
+
+
+async def _stream_inline(
+    response: web.StreamResponse,
+    inline: InlineSlots,
+    compressor: StreamCompressor | None,
+    held: bytes,
+) -> bytes:
+    """Send the paint's last bytes with the first inline markup, then the rest as it
+    comes (each piece flushed); return the end of the body, unwritten."""
+    async for data in inline.tail():
+        if compressor is not None:
+            data = compressor.compress(data) + compressor.flush()
+        await response.write(held + data)  # nothing is known to follow soon: send it now
+        held = b""
+    return held + (compressor.finish() if compressor is not None else b"")
 
 
 async def _stream_body(
@@ -308,12 +372,15 @@ async def _stream_body(
     follower: Follower,
     fill: Fill,
     compressor: StreamCompressor | None,
+    *,
+    is_last: bool = True,
 ) -> bytes:
     """Write the fill's bytes as they come; return the last chunk, unwritten.
 
     Writes are coalesced without delaying a byte: the head goes with the first chunk, a
     chunk is held back only while the next one is already there, and the last one goes
     out with the end of the body, so a page that arrived whole is one write.
+    ``is_last=False``: more follows (inline slots), the compressor is not finished.
     """
     held = b""
     if not follower.is_ready():
@@ -328,7 +395,7 @@ async def _stream_body(
             await response.write(held)  # the next bytes are not here: send what we have
             held = b""
             fill.mark_started()  # the first bytes are out: fragment fetches may start
-    if compressor is not None:
+    if compressor is not None and is_last:
         held += compressor.finish()
     return held
 

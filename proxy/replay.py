@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import re
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -25,6 +26,7 @@ from weaver.cache.manifest import Manifest
 from weaver.cache.store import VARIANT_MAX_BYTES, Entry, variant_of_entry
 from weaver.proxy.compress import (
     Encoding,
+    StreamCompressor,
     add_vary,
     choose_encoding,
     compress_whole,
@@ -277,6 +279,85 @@ async def _compressed_stream(
         await response.write(compressor.finish())
     await response.write_eof()
     return response
+
+
+def inline_headers(headers: CIMultiDict[str]) -> None:
+    """Headers of a response whose paint is followed by the visitor's inline slots: no
+    validators (the body is this visitor's alone: a 304 must never bring back another
+    view's slots), no length or ranges, and ``private`` to caches downstream."""
+    for name in ("ETag", "Last-Modified", "Content-Length", "Accept-Ranges"):
+        headers.popall(name, None)
+    private_downstream(headers)
+
+
+async def replay_inline(
+    request: web.Request,
+    entry: Entry,
+    tail: AsyncIterator[bytes],
+    *,
+    cache_status: str,
+    age: str,
+    set_cookie: str | None = None,
+    server_timing: str | None = None,
+) -> web.StreamResponse:
+    """The stored paint, byte for byte, then ``tail`` (the inline slots) in the same body.
+
+    Conditional requests are not answered with 304 (:func:`inline_headers`). A visitor
+    who accepts a coding gets the whole response compressed live, the paint flushed
+    before the tail: a stored variant cannot be continued, so none is used (a hit costs
+    one streaming compression of its paint).
+
+    Raises:
+        DamagedBlob, StoreError: the body is damaged or gone; nothing was sent.
+    """
+    manifest = entry.manifest
+    headers = replay_headers(manifest, cache_status=cache_status, age=age)
+    inline_headers(headers)
+    if set_cookie is not None:
+        headers.add("Set-Cookie", set_cookie)
+    if server_timing is not None:
+        headers["Server-Timing"] = server_timing
+    compressor: StreamCompressor | None = None
+    if is_negotiable(headers, status=manifest.status):  # its length is not known
+        add_vary(headers, "Accept-Encoding")
+        encoding = choose_encoding(request.headers.get("Accept-Encoding"))
+        if encoding is not None:
+            headers["Content-Encoding"] = encoding.value
+            compressor = new_compressor(encoding)
+    chunks = aiter(entry.body())
+    first = await anext(chunks, b"")  # a damaged blob raises while we can still go on
+    response = web.StreamResponse(status=manifest.status, headers=headers)
+    await response.prepare(request)
+    try:
+        paint = [first]
+        async for chunk in chunks:
+            paint.append(chunk)
+            if len(paint) >= 4:
+                await _write(response, compressor, b"".join(paint), is_flushed=False)
+                paint = []
+        await _write(response, compressor, b"".join(paint), is_flushed=True)
+    except CacheError as exc:  # changed on disk mid-stream: never end it as if whole
+        log.warning("replay of %s aborted: %s", manifest.key, exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    async for data in tail:
+        await _write(response, compressor, data, is_flushed=True)
+    await response.write_eof(compressor.finish() if compressor is not None else b"")
+    return response
+
+
+async def _write(
+    response: web.StreamResponse,
+    compressor: StreamCompressor | None,
+    data: bytes,
+    *,
+    is_flushed: bool,
+) -> None:
+    if compressor is not None:
+        data = compressor.compress(data) + (compressor.flush() if is_flushed else b"")
+    if data:
+        await response.write(data)
 
 
 def _if_range_holds(request: web.Request, etag: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -61,10 +62,18 @@ def visit_of(
 
 
 def open_session(
-    visit: Visit, slots: list[tuple[str, str, float]], channels: list[str]
+    visit: Visit,
+    slots: list[tuple[str, str, float]],
+    channels: list[str],
+    *,
+    is_inline: bool = False,
 ) -> str | None:
     """Open the visitor's session for a page with suspense slots or channels: start the
     slots' fetches with the visitor's headers, subscribe it to the page's channels.
+
+    ``is_inline``: the slots go inline in the page's response (:mod:`weaver.proxy.inline`),
+    so the session opens (for pushes, patches and events) without starting them: nothing
+    of them ever goes over the session.
 
     Returns the Set-Cookie value, or None when the page needs no session (or sessions
     are off). Slots found later (nested in fragments) go to :func:`add_slots`.
@@ -80,7 +89,8 @@ def open_session(
     visit.request[SESSION_KEY] = session_id
     for channel in channels:
         hub.subscribe(session_id, channel)
-    add_slots(visit, slots)
+    if not is_inline:
+        add_slots(visit, slots)
     return set_cookie
 
 
@@ -108,6 +118,17 @@ def cancel_suspense(request: web.Request) -> None:
     """The page's client went away before its page arrived: stop its suspense fetches."""
     for task in request.get(SUSPENSE_KEY, ()):
         task.cancel()
+
+
+def slot_producers(visit: Visit) -> Callable[[str, str, float], SlotProducer]:
+    """Makes the producer of one slot (id, URL, timeout) for this visitor, as the
+    session's fetches are made: for inline delivery (:class:`weaver.proxy.inline.InlineSlots`)."""
+    headers = visitor_headers(visit.request.headers, visit.peer, for_fill=True)
+
+    def make(slot: str, url: str, timeout_s: float) -> SlotProducer:
+        return _producer(visit, slot, url, timeout_s, headers)
+
+    return make
 
 
 def _producer(

@@ -5,6 +5,8 @@
   (suspense, so its fallback shows and the page is still stored), the shop assistant (a
   streaming suspense fragment with progress and nested product cards, and a Stop button)
   and a "what Weaver did" panel (cache status, paint time, each slot's arrival).
+- ``/inline-demo``: the same page, which the demo's Weaver serves with
+  ``suspense_delivery = "inline"`` (its slots follow the paint in the same response).
 - ``/fragments/*``: the fragments; ``/static/shop.css``; ``/_events``: client events.
 - ``/account`` (a login, a cookie), ``/api/cart`` (JSON): the app's personal side, which
   Weaver passes through with the visitor's own cookies (the page route is ``shared``).
@@ -386,6 +388,7 @@ def build_origin() -> web.Application:
     app[CARTS] = {}
     app[SEEN] = set()
     app.router.add_get("/", shell)
+    app.router.add_get("/inline-demo", shell)  # the same page; Weaver delivers it inline
     app.router.add_get("/fragments/header", header)
     app.router.add_get("/fragments/products", products)
     app.router.add_get("/fragments/recommendations", recommendations)

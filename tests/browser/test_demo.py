@@ -50,7 +50,15 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
                 "session": {"listen": "127.0.0.1:0", "secret": "s", "publish_token": TOKEN},
                 "cache": {"dir": str(tmp_path / "cache")},
                 "origin": [{"name": "demo", "url": origin_url, "events": "/_events"}],
-                "route": [{"path": "/", "origin": "demo", "fragment_timeout": "1s"}],
+                "route": [
+                    {"path": "/", "origin": "demo", "fragment_timeout": "1s"},
+                    {
+                        "path": "/inline-demo",
+                        "origin": "demo",
+                        "fragment_timeout": "1s",
+                        "suspense_delivery": "inline",
+                    },
+                ],
             },
             "<browser-test>",
         )

@@ -18,6 +18,7 @@ async def test_the_demo_account_and_api_work_through_weaver_while_pages_are_shar
         config = demo_config(port, "127.0.0.1:0")
         assert [(r.path, r.shared) for r in config.routes] == [
             ("/", True),
+            ("/inline-demo", True),
             ("/account", False),
             ("/api", False),
         ]
