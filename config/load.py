@@ -184,6 +184,10 @@ def _load_server(r: _Reader) -> ServerConfig:
         trusted_proxies=_networks(r, "trusted_proxies"),
         max_includes=r.get("max_includes", int, d.max_includes),
         max_fragment_requests=r.get("max_fragment_requests", int, d.max_fragment_requests),
+        max_origin_connections=r.get("max_origin_connections", int, d.max_origin_connections),
+        max_connections_per_origin=r.get(
+            "max_connections_per_origin", int, d.max_connections_per_origin
+        ),
         header_timeout_s=r.parsed("header_timeout", parse_duration, d.header_timeout_s),
         keepalive_timeout_s=r.parsed("keepalive_timeout", parse_duration, d.keepalive_timeout_s),
         max_request_line_bytes=r.parsed("max_request_line", parse_size, d.max_request_line_bytes),
@@ -199,6 +203,8 @@ def _load_server(r: _Reader) -> ServerConfig:
     for key, value in (
         ("max_includes", server.max_includes),
         ("max_fragment_requests", server.max_fragment_requests),
+        ("max_origin_connections", server.max_origin_connections),
+        ("max_connections_per_origin", server.max_connections_per_origin),
     ):
         if not 1 <= value <= 100_000:
             r.problem(key, f"must be 1..100000; got {value}")

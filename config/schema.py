@@ -56,6 +56,10 @@ class ServerConfig:
     # and fragment requests made for it, nested ones included.
     max_includes: int = 256
     max_fragment_requests: int = 512
+    # Pooled connections to origins: in all, and to one origin. A streaming suspense
+    # slot holds one for as long as it streams.
+    max_origin_connections: int = 4096
+    max_connections_per_origin: int = 1024
     # A client must send a whole request head within this (slowloris); an idle
     # keep-alive connection is closed after keepalive_timeout.
     header_timeout_s: float = 10.0

@@ -31,8 +31,6 @@ from weaver.proxy.http1 import (
     request_head,
 )
 from weaver.proxy.origin_pool import (
-    MAX_CONNECTIONS,
-    MAX_CONNECTIONS_PER_ORIGIN,
     Connection,
     ConnectTimeout,
     Key,
@@ -110,12 +108,15 @@ class OriginClient:
         self,
         config: Config,
         *,
-        max_connections: int = MAX_CONNECTIONS,
-        max_per_origin: int = MAX_CONNECTIONS_PER_ORIGIN,
+        max_connections: int | None = None,
+        max_per_origin: int | None = None,
     ) -> None:
+        """Bounds default to ``server.max_origin_connections`` and
+        ``server.max_connections_per_origin``."""
         self._config = config
-        self._max_connections = max_connections
-        self._max_per_origin = max_per_origin
+        server = config.server
+        self._max_connections = max_connections or server.max_origin_connections
+        self._max_per_origin = max_per_origin or server.max_connections_per_origin
         self._pool: Pool | None = None
         self._hosts: dict[Key, str] = {}  # the Host header per origin
 

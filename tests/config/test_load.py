@@ -246,3 +246,11 @@ def test_routes_proxy_upgrade_requests_unless_told_not_to() -> None:
         "w.toml",
     )
     assert [r.is_upgrade_allowed for r in config.routes] == [True, False]
+
+
+def test_origin_connection_bounds_have_defaults_and_are_checked() -> None:
+    server = build_config({}, "w.toml").server
+    assert (server.max_origin_connections, server.max_connections_per_origin) == (4096, 1024)
+    with pytest.raises(ConfigError) as info:
+        build_config({"server": {"max_connections_per_origin": 0}}, "w.toml")
+    assert "w.toml: server.max_connections_per_origin: must be 1..100000; got 0" in str(info.value)
