@@ -20,6 +20,7 @@ A body names what to purge with any of:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -28,6 +29,11 @@ from weaver.cache.errors import BadPurge
 from weaver.cache.keys import normalise_target, normalise_url, parse_key
 from weaver.cache.store import Store
 from weaver.config.schema import path_has_prefix
+
+# Keys purged between two progress reports.
+PURGE_BATCH = 500
+
+Progress = Callable[[int, int], Awaitable[None]]
 
 _FIELDS = ("urls", "prefix", "tags", "keys", "soft")
 
@@ -133,14 +139,21 @@ async def apply_broadcast(store: Store, body: bytes) -> int:
     return await apply(store, request)
 
 
-async def apply(store: Store, request: PurgeRequest) -> int:
-    """Purge what ``request`` names; returns how many entries were purged."""
+async def apply(store: Store, request: PurgeRequest, *, progress: Progress | None = None) -> int:
+    """Purge what ``request`` names; returns how many entries were purged.
+
+    Keys are purged in batches of PURGE_BATCH; ``progress(done, total)`` is awaited after
+    each, so an operator purging a large prefix sees it go.
+    """
     count = 0
     if request.tags:
         count += await store.purge_tags(request.tags, soft=request.is_soft)
     wanted = set(request.keys)
     if request.prefix is not None or request.urls:
         wanted.update(k for k in await store.keys() if matches(request, k))
-    if wanted:
-        count += await store.purge_keys(sorted(wanted), soft=request.is_soft)
+    keys = sorted(wanted)
+    for start in range(0, len(keys), PURGE_BATCH):
+        count += await store.purge_keys(keys[start : start + PURGE_BATCH], soft=request.is_soft)
+        if progress is not None:
+            await progress(min(start + PURGE_BATCH, len(keys)), len(keys))
     return count

@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import orjson
 from aiohttp import web
 
 from weaver.cache import purge
@@ -119,7 +120,7 @@ def unauthorized() -> web.Response:
     )
 
 
-async def purge_handler(request: web.Request) -> web.Response:
+async def purge_handler(request: web.Request) -> web.StreamResponse:
     """``POST /_weaver/purge`` ``{"urls"|"prefix"|"tags"|"keys", "soft"?}`` → ``{"purged": n}``.
 
     See :mod:`weaver.cache.purge` for what each field names; a bad body is a 400 whose
@@ -136,14 +137,29 @@ async def purge_handler(request: web.Request) -> web.Response:
     # Every other node gets it through the bus (a no-op with one process); if the bus
     # is down the answer says so, so the operator knows other nodes still serve it.
     is_broadcast = edge.hub is None or await edge.hub.bus.publish_purge(body)
-    count = 0 if edge.store is None else await purge.apply(edge.store, wanted)
+    streamed: web.StreamResponse | None = None
+    progress: purge.Progress | None = None
+    if "application/x-ndjson" in request.headers.get("Accept", ""):
+        # Progress as it goes: one JSON line per batch, then the answer's line.
+        streamed = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await streamed.prepare(request)
+        response = streamed
+
+        async def progress(done: int, total: int) -> None:
+            await response.write(orjson.dumps({"done": done, "of": total}) + b"\n")
+
+    count = 0 if edge.store is None else await purge.apply(edge.store, wanted, progress=progress)
     log.info("purged %d entries (%s)", count, wanted)
     for listener in request.app.get(PURGE_LISTENERS_KEY, ()):
         await listener(wanted)
     answer: dict[str, object] = {"purged": count}
     if not is_broadcast:
         answer["warning"] = "purged on this node only: the bus is down"
-    return web.json_response(answer)
+    if streamed is None:
+        return web.json_response(answer)
+    await streamed.write(orjson.dumps(answer) + b"\n")
+    await streamed.write_eof()
+    return streamed
 
 
 def add_admin_routes(app: web.Application) -> None:

@@ -212,7 +212,7 @@ def purge_command(config: Config, args: argparse.Namespace) -> int:
     endpoint = args.endpoint or f"http://{config.server.listen}/_weaver/purge"
     started = time.monotonic()
     answer: dict[str, object] = {}
-    code = _post_json(endpoint, body, args.token or config.session.publish_token, answer=answer)
+    code = _post_purge(endpoint, body, args.token or config.session.publish_token, answer)
     purged = answer.get("purged")
     if code == 0 and isinstance(purged, int):
         noun = "entry" if purged == 1 else "entries"
@@ -289,6 +289,55 @@ def _post_json(
             decoded = None
         if isinstance(decoded, dict):
             answer.update(decoded)
+    return 0
+
+
+def _post_purge(url: str, body: dict[str, object], token: str, answer: dict[str, object]) -> int:
+    """POST a purge asking for progress as it goes (one JSON line per batch, then the
+    answer); report the batches on stderr and print the answer; 0 on 2xx, 1 otherwise."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/x-ndjson",
+        },
+        method="POST",
+    )
+    last = ""
+    try:
+        with urllib.request.urlopen(request, timeout=300) as resp:
+            for raw in resp:
+                line = raw.decode().strip()
+                if not line:
+                    continue
+                decoded = json.loads(line)
+                if isinstance(decoded, dict) and "done" in decoded:
+                    end = "\n" if not sys.stderr.isatty() else ""
+                    print(  # noqa: T201
+                        f"\rweaver purge: {decoded['done']}/{decoded['of']} entries",
+                        end=end,
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    continue
+                last = line
+                if isinstance(decoded, dict):
+                    answer.update(decoded)
+    except urllib.error.HTTPError as exc:
+        print(f"{url}: {exc.code} {exc.read().decode()}", file=sys.stderr)  # noqa: T201
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"{url}: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    if sys.stderr.isatty():
+        print(file=sys.stderr)  # noqa: T201
+    print(last)  # noqa: T201
     return 0
 
 

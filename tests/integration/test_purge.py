@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
@@ -160,3 +161,31 @@ async def test_a_bad_purge_body_is_a_400_naming_the_field(body: object, message:
         status, answer = await purge(client, stack, body)
         assert status == 400
         assert message in str(answer["error"])
+
+
+async def test_a_purge_can_report_its_progress_as_it_goes() -> None:
+    """Accept: application/x-ndjson: a line per batch of 500 keys, then the answer."""
+
+    async def page(request: web.Request) -> web.Response:
+        return html("p", **{"Cache-Control": "max-age=600"})
+
+    async with (
+        asyncio.timeout(30),
+        weaver_stack({"/{tail:.*}": page}) as stack,
+        aiohttp.ClientSession() as client,
+    ):
+        for i in range(1200):
+            async with client.get(f"{stack.url}/shop/{i}") as resp:
+                await resp.read()
+        async with client.post(
+            stack.url + "/_weaver/purge",
+            json={"prefix": "/shop"},
+            headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/x-ndjson"},
+        ) as resp:
+            lines = [orjson.loads(line) for line in (await resp.read()).splitlines()]
+    assert lines == [
+        {"done": 500, "of": 1200},
+        {"done": 1000, "of": 1200},
+        {"done": 1200, "of": 1200},
+        {"purged": 1200},
+    ]
