@@ -8,6 +8,25 @@ Per connection: the first message must be ``hello`` (within ``hello_timeout_s``)
 token is the session cookie of the upgrade request, or the hello's ``token``.
 Then a writer drains the consumer's outbox and a reader takes client messages, in one
 TaskGroup: the first to end (client gone, bad message, overflow) ends the other.
+
+A hello whose ``session`` is not the session the token names (a tab that learned session
+A, reconnecting with the cookie a second tab overwrote with session B) is answered as a
+new client of B, not refused: its ``last_seq`` is ignored (it counts in A's log), the
+server hello says ``"session": B, "resumed": false`` and B's log follows from its start
+(or ``reset`` and B's current state, if the log no longer reaches back). The client
+starts counting afresh when the hello names another session than it expected. Both tabs
+are the same visitor (one cookie jar), so joining B leaks nothing; refusing would leave
+the first tab without a session until it is reloaded. A hello without ``session`` (old
+clients) resumes from ``last_seq`` as before.
+
+A reconnect storm (every visitor of a node reconnecting at once after a deploy): the
+listen backlog is ``session.listen_backlog`` (the kernel caps it at
+``net.core.somaxconn``), so connections wait in the kernel instead of having their SYN
+dropped (a dropped SYN is retried after 1, 3, 7, 15, 31 s); a connection accepted has
+``session.handshake_timeout`` to finish its HTTP upgrade; at most
+``session.max_handshakes`` upgrades are in progress at once, the others wait their turn
+before reading their request (accept pacing: the loop does not take on more handshakes
+than it can finish within the timeout).
 """
 
 from __future__ import annotations
@@ -72,6 +91,8 @@ async def serve(hub: SessionHub, **options: Any) -> Server:
         ping_interval=hub.ping_interval_s,
         ping_timeout=hub.ping_interval_s,
         compression=None,  # per-message deflate costs ~100 KB per connection
+        open_timeout=hub.config.handshake_timeout_s,
+        backlog=hub.config.listen_backlog,  # to loop.create_server; see the module docstring
         **options,
     )
 
@@ -89,8 +110,12 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
             raise SessionError(TRY_AGAIN, "too many connections on this node; retry")
         hello = await _hello(hub, ws)
         session_id = _authenticate(hub, ws, hello)
+        last_seq = hello.last_seq
+        if hello.session is not None and hello.session != session_id:
+            log.info("session hello expected another session; %s starts afresh", session_id)
+            last_seq = 0  # a seq of another session's log: see the module docstring
         session = await hub.load(session_id)
-        outbox, resumed, hello_seq = await hub.attach(session, hello.last_seq)
+        outbox, resumed, hello_seq = await hub.attach(session, last_seq)
         count(SessionEvent.SOCKET_OPENED)
         await ws.send(encode("hello", hello_seq, session=session_id, resumed=resumed), text=True)
         outbox.direct = _direct_writer(ws, hub.outbound_max_bytes)
