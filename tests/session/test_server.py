@@ -165,3 +165,34 @@ async def test_an_old_client_without_session_in_its_hello_resumes_from_last_seq(
             message = await receive(ws)
     assert (hello["session"], hello["resumed"]) == (second_id, True)
     assert message["seq"] == 3
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_a_pre_encoded_frame_is_the_text_frame_websockets_would_send(size: int) -> None:
+    from websockets.frames import OP_TEXT, Frame
+
+    from weaver.session.server import text_frame_header
+
+    payload = b"x" * size
+    expected = Frame(OP_TEXT, payload).serialize(mask=False, extensions=[])
+    assert text_frame_header(size) + payload == expected
+
+
+async def test_a_channel_message_reaches_many_sockets_as_one_text_frame_each() -> None:
+    async with asyncio.timeout(10), running_hub() as running:
+        pages = [running.page() for _ in range(3)]
+        for session_id, _ in pages:
+            running.hub.subscribe(session_id, "news")
+        async with (
+            client(running, pages[0][1]) as a,
+            client(running, pages[1][1]) as b,
+            client(running, pages[2][1]) as c,
+        ):
+            for ws in (a, b, c):
+                await receive(ws)
+            running.hub.publish_session(pages[1][0], "first for b")
+            await running.hub.publish_channel("news", {"headline": "é" * 200})
+            got = [await a.recv(), await b.recv(), await b.recv(), await c.recv()]
+    assert all(isinstance(text, str) for text in got)  # text frames, valid UTF-8
+    assert [orjson.loads(text)["seq"] for text in got] == [1, 1, 2, 1]
+    assert orjson.loads(got[2])["data"] == {"headline": "é" * 200}
