@@ -297,6 +297,8 @@ def _load_session(r: _Reader, env: Mapping[str, str]) -> SessionConfig:
         allowed_origins=tuple(origins),
         max_subscriptions=r.get("max_subscriptions", int, d.max_subscriptions),
         max_channel_bytes=r.get("max_channel_bytes", int, d.max_channel_bytes),
+        listen_backlog=r.get("listen_backlog", int, d.listen_backlog),
+        handshake_timeout_s=r.parsed("handshake_timeout", parse_duration, d.handshake_timeout_s),
         tls_cert=_readable(r, "tls_cert"),
         tls_key=_readable(r, "tls_key"),
     )
@@ -308,6 +310,13 @@ def _load_session(r: _Reader, env: Mapping[str, str]) -> SessionConfig:
     if not 1 <= session.max_channel_bytes <= 4096:
         r.problem(
             "max_channel_bytes", f"must be 1..4096; got {session.max_channel_bytes} (try 256)"
+        )
+    if not 1 <= session.listen_backlog <= 65535:
+        r.problem("listen_backlog", f"must be 1..65535; got {session.listen_backlog} (try 4096)")
+    if not 0 < session.handshake_timeout_s <= 600:
+        r.problem(
+            "handshake_timeout",
+            f'must be more than 0s and at most 10m; got {session.handshake_timeout_s}s (try "30s")',
         )
     return session
 

@@ -89,6 +89,13 @@ class SessionConfig:
     allowed_origins: tuple[str, ...] = ()
     max_subscriptions: int = 64  # channels per session (pages and client subscribes)
     max_channel_bytes: int = 256  # a channel name's length in UTF-8 bytes
+    # A reconnect storm (every socket of a node at once, after a deploy): connections
+    # not yet accepted wait in the kernel's queue of this length (capped by the kernel
+    # at net.core.somaxconn) instead of having their SYN dropped and retried seconds later.
+    listen_backlog: int = 4096
+    # An accepted connection's HTTP upgrade must be done within this (websockets'
+    # open_timeout); in a storm the last of 10,000 handshakes waits its turn.
+    handshake_timeout_s: float = 30.0
     # Both set: the session listener speaks TLS (wss://).
     tls_cert: str = ""
     tls_key: str = ""

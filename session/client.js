@@ -151,6 +151,9 @@ function deliver(channel, data) {
 
 function handle(msg) {
   if (msg.type === "hello") {
+    // Another session than the one this page had (a second tab rotated the cookie): the
+    // server starts it from its log's beginning, so counting starts afresh.
+    if (state.session && msg.session !== state.session) state.seq = 0;
     state.session = msg.session;
     attempt = 0;
     status("open");
@@ -207,7 +210,9 @@ function connect() {
   ws.onopen = () => {
     opened = true;
     wsFailures = 0;
-    ws.send(JSON.stringify({ type: "hello", last_seq: state.seq }));
+    const hello = { type: "hello", last_seq: state.seq };
+    if (state.session) hello.session = state.session; // the session last_seq counts in
+    ws.send(JSON.stringify(hello));
     for (const channel of channels) ws.send(JSON.stringify({ type: "subscribe", channel }));
     while (outgoing.length) ws.send(JSON.stringify(outgoing.shift()));
   };
@@ -222,7 +227,8 @@ function connect() {
 
 function connectSSE() {
   state.transport = "sse";
-  const es = new EventSource(CONFIG.sse + "?last_seq=" + state.seq);
+  const session = state.session ? "&session=" + encodeURIComponent(state.session) : "";
+  const es = new EventSource(CONFIG.sse + "?last_seq=" + state.seq + session);
   source = es;
   es.onmessage = (e) => handle(JSON.parse(e.data));
   es.onopen = () => {

@@ -18,7 +18,9 @@ Queues and their overflow policies:
   ``session.max_channel_bytes``; a client over either is closed with 1008, a page's
   extra ``<weaver-subscribe>`` is ignored with a warning.
 - sessions without a consumer are held ``session_hold_s`` then dropped (their fetches
-  cancelled); past ``max_sessions`` the longest-detached session is dropped first.
+  cancelled); past ``max_sessions`` the longest-detached session is dropped first. Both
+  take the front of a queue ordered by detach time (session/housekeeping.py): a tick
+  costs O(expired), an eviction O(1), never a scan of every session.
 
 With a shared bus (Redis, ``bus.shared``) the log and the metadata live there: a
 session's messages are written in order by one writer task per session (batched, each
@@ -54,6 +56,7 @@ from weaver.session.bus import (
     StoredSession,
 )
 from weaver.session.errors import POLICY, SessionError
+from weaver.session.housekeeping import DetachedSessions, TouchQueue
 from weaver.session.protocol import ClientEvent, encode, encode_parts
 from weaver.session.resume import SessionLog
 from weaver.session.slots import SlotProducer, SlotStreams, merge_append, reset_messages, run_slot
@@ -185,7 +188,9 @@ class Outbox:
 class Session:
     """One visitor's session: the log, the consumers, the state a reset re-sends."""
 
-    def __init__(self, session_id: str, *, log_max_messages: int, log_max_bytes: int) -> None:
+    def __init__(
+        self, session_id: str, *, log_max_messages: int, log_max_bytes: int, now: float
+    ) -> None:
         self.id = session_id
         self.log = SessionLog(max_messages=log_max_messages, max_bytes=log_max_bytes)
         self.outboxes: set[Outbox] = set()
@@ -196,13 +201,12 @@ class Session:
         self.tasks: set[asyncio.Task[None]] = set()
         self.events: asyncio.Queue[ClientEvent] | None = None
         self.event_worker: asyncio.Task[None] | None = None
-        self.detached_at: float | None = time.monotonic()
+        self.detached_at: float | None = now  # no consumer yet (set by the hub)
         # With a shared bus: the hub's writer (set by the hub), what waits for it.
         self.write_shared: Callable[[Session, Op], None] | None = None
         self.pending: deque[Op] = deque()
         self.writer: asyncio.Task[None] | None = None
         self.is_local_only = False  # delivered locally during an outage: to write back
-        self.touched_at = 0.0
         self.streams = SlotStreams()
 
     def emit(self, message_type: str, **fields: Any) -> None:
@@ -286,6 +290,7 @@ class SessionHub:
         events_max_pending: int = 32,
         event_timeout_s: float = 5.0,
         channel_history: int = 100,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not config.secret:
             raise ValueError("session.secret is required to sign session tokens")
@@ -305,9 +310,12 @@ class SessionHub:
         self.shared: SharedLog | None = self.bus.shared
         self.sessions: dict[str, Session] = {}
         self.subscribers: dict[str, set[str]] = {}  # channel -> session ids
-        self.history: dict[str, deque[Any]] = {}
+        self.history: dict[str, deque[bytes]] = {}  # channel -> its last payloads (JSON)
         self.channel_history = channel_history
         self.connections = 0
+        self.clock = clock  # detach times and expiry (tests inject one)
+        self._detached = DetachedSessions()
+        self._touch = TouchQueue()  # attached sessions' shared keys, with a shared bus
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
         self._server: Any = None
@@ -421,14 +429,17 @@ class SessionHub:
         if session is None:
             if len(self.sessions) >= self.max_sessions:
                 self._drop_longest_detached()
+            now = self.clock()
             session = Session(
                 session_id,
                 log_max_messages=self.log_max_messages,
                 log_max_bytes=self.log_max_bytes,
+                now=now,
             )
             if self.shared is not None:
                 session.write_shared = self._write_shared
             self.sessions[session_id] = session
+            self._detached.detach(session_id, now)
         return session
 
     async def load(self, session_id: str) -> Session:
@@ -619,17 +630,18 @@ class SessionHub:
 
     def _on_bus_message(self, message: ChannelMessage) -> None:
         try:
-            data = orjson.loads(message.payload)
+            orjson.loads(message.payload)  # once per message: it is spliced in as it is
         except orjson.JSONDecodeError:
             log.warning("channel %r: a publication is not JSON; dropped", message.channel)
             return
         history = self.history.setdefault(message.channel, deque(maxlen=self.channel_history))
-        history.append(data)
+        history.append(message.payload)
         emit = self._channel_emit(message)  # encoded once for every session
+        sessions = self.sessions
         for session_id in self.subscribers.get(message.channel, ()):
-            session = self.sessions.get(session_id)
+            session = sessions.get(session_id)
             if session is not None:
-                session.emit_encoded(emit)
+                session.emit_encoded(emit)  # per session: its seq spliced in, one format
 
     @staticmethod
     def _channel_emit(message: ChannelMessage) -> Emit:
@@ -681,12 +693,14 @@ class SessionHub:
         outbox = Outbox(max_messages=self.outbound_max_messages, max_bytes=self.outbound_max_bytes)
         outbox.holding = []
         session.outboxes.add(outbox)
+        self._mark_attached(session)  # the janitor must not drop it during the replay
         try:
             replay = await self.shared.replay(session.id, last_seq)
         except BaseException:
             session.outboxes.discard(outbox)
+            if not session.outboxes:
+                self._mark_detached(session)
             raise
-        session.detached_at = None
         self.connections += 1
         held, outbox.holding = outbox.holding, None
         if replay.is_reset:
@@ -708,7 +722,7 @@ class SessionHub:
         outbox.last_seq = min(last_seq, hello_seq)
         missed = session.log.since(last_seq)
         session.outboxes.add(outbox)
-        session.detached_at = None
+        self._mark_attached(session)
         self.connections += 1
         if missed is None:
             self._reset(session)
@@ -724,9 +738,20 @@ class SessionHub:
             session.outboxes.discard(outbox)
             self.connections -= 1
         if not session.outboxes:
-            session.detached_at = time.monotonic()
+            self._mark_detached(session)
             if is_leaving:
                 session.streams.cancel_all()
+
+    def _mark_attached(self, session: Session) -> None:
+        session.detached_at = None
+        self._detached.discard(session.id)
+        if self.shared is not None:
+            self._touch.add(session.id)
+
+    def _mark_detached(self, session: Session) -> None:
+        session.detached_at = now = self.clock()
+        self._detached.detach(session.id, now)
+        self._touch.discard(session.id)
 
     def _reset(self, session: Session) -> None:
         """The log no longer reaches back: ``reset``, then the current state, logged."""
@@ -736,8 +761,8 @@ class SessionHub:
         for message_type, fields in reset_messages(session.streams):
             session.emit(message_type, **fields)
         for channel in sorted(session.channels):
-            for data in self.history.get(channel, ()):
-                session.emit("message", channel=channel, data=data)
+            for payload in self.history.get(channel, ()):
+                session.emit_encoded(self._channel_emit(ChannelMessage(channel, payload)))
 
     def offer_event(self, session: Session, event: ClientEvent) -> Awaitable[None]:
         """Queue ``event`` for the origin; the awaitable waits while the queue is full."""
@@ -822,29 +847,39 @@ class SessionHub:
 
     async def _janitor(self) -> None:
         """Drop sessions held longer than ``session_hold_s`` without a consumer; push
-        back the expiry of attached sessions' shared keys."""
+        back the expiry of attached sessions' shared keys. Each tick costs O(what is
+        due), not O(sessions)."""
         interval = min(1.0, self.session_hold_s / 4)
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
+            now = self.clock()
             await self._touch_attached(now)
-            for session in list(self.sessions.values()):
-                if session.detached_at is not None and now - session.detached_at > (
-                    self.session_hold_s
-                ):
-                    self._drop(session)
+            self.expire_detached(now)
+
+    def expire_detached(self, now: float) -> int:
+        """Drop the sessions detached longer than ``session_hold_s`` at ``now``: the
+        front of the detach-ordered queue only. Returns how many were dropped."""
+        expired = self._detached.expired(now, self.session_hold_s)
+        for session_id in expired:
+            session = self.sessions.get(session_id)
+            if session is None:
+                self._detached.discard(session_id)
+            else:
+                self._drop(session)
+        return len(expired)
 
     async def _touch_attached(self, now: float) -> None:
         ttl_s = getattr(getattr(self.bus, "config", None), "session_ttl_s", 600.0)
         if self.shared is None or not self.shared.is_up:
             return
-        due = [s for s in self.sessions.values() if s.outboxes and now - s.touched_at > ttl_s / 3]
+        due = self._touch.due(now, ttl_s / 3)
+        if not due:
+            return
         try:
-            await self.shared.touch([s.id for s in due])
+            await self.shared.touch(due)
         except BusUnavailable:
             return
-        for session in due:
-            session.touched_at = now
+        self._touch.touched(due, now)
 
     def _drop(self, session: Session) -> None:
         for task in list(session.tasks):
@@ -852,8 +887,16 @@ class SessionHub:
         for channel in list(session.channels):
             self.unsubscribe(session.id, channel)
         self.sessions.pop(session.id, None)
+        self._detached.discard(session.id)
+        self._touch.discard(session.id)
 
     def _drop_longest_detached(self) -> None:
-        detached = [s for s in self.sessions.values() if s.detached_at is not None]
-        if detached:
-            self._drop(min(detached, key=lambda s: s.detached_at or 0.0))
+        """Make room for a new session: drop the longest-detached one (O(1)); if every
+        session has a consumer, none is dropped (``max_connections`` bounds those)."""
+        session_id = self._detached.longest()
+        if session_id is not None:
+            session = self.sessions.get(session_id)
+            if session is None:
+                self._detached.discard(session_id)
+            else:
+                self._drop(session)

@@ -21,6 +21,10 @@ MAX_SEQ = 2**53 - 1  # JSON numbers past this lose precision in browsers
 class ClientHello(msgspec.Struct, tag="hello", tag_field="type", forbid_unknown_fields=True):
     last_seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] = 0
     token: str | None = None  # non-browser clients; browsers send the cookie
+    # The session id the client's last server hello named (absent on a first connection
+    # and from old clients). When the cookie now names another session (a second tab
+    # rotated it), last_seq counts in a log that is not this session's: see server.py.
+    session: str | None = None
 
 
 class ClientEvent(msgspec.Struct, tag="event", tag_field="type", forbid_unknown_fields=True):

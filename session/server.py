@@ -8,6 +8,29 @@ Per connection: the first message must be ``hello`` (within ``hello_timeout_s``)
 token is the session cookie of the upgrade request, or the hello's ``token``.
 Then a writer drains the consumer's outbox and a reader takes client messages, in one
 TaskGroup: the first to end (client gone, bad message, overflow) ends the other.
+
+A hello whose ``session`` is not the session the token names (a tab that learned session
+A, reconnecting with the cookie a second tab overwrote with session B) is answered as a
+new client of B, not refused: its ``last_seq`` is ignored (it counts in A's log), the
+server hello says ``"session": B, "resumed": false`` and B's log follows from its start
+(or ``reset`` and B's current state, if the log no longer reaches back). The client
+starts counting afresh when the hello names another session than it expected. Both tabs
+are the same visitor (one cookie jar), so joining B leaks nothing; refusing would leave
+the first tab without a session until it is reloaded. A hello without ``session`` (old
+clients) resumes from ``last_seq`` as before.
+
+A reconnect storm (every visitor of a node reconnecting at once after a deploy): the
+listen backlog is ``session.listen_backlog`` (the kernel caps it at
+``net.core.somaxconn``), so connections wait in the kernel instead of having their SYN
+dropped (a dropped SYN is retried after 1, 3, 7, 15, 31 s); a connection accepted has
+``session.handshake_timeout`` to finish its HTTP upgrade (the last of 10,000 accepted
+at once waits for the 9,999 before it: handshakes run in accept order). Accepting is not
+paced further: the kernel holds what the loop has not accepted (the backlog), and the
+loop takes each connection's upgrade in turn.
+
+Fan-out: a message is encoded once (the hub splices each session's seq in); the writer
+puts a text frame header before it and writes it to the socket, without a str round
+trip or a frame object per recipient.
 """
 
 from __future__ import annotations
@@ -72,6 +95,8 @@ async def serve(hub: SessionHub, **options: Any) -> Server:
         ping_interval=hub.ping_interval_s,
         ping_timeout=hub.ping_interval_s,
         compression=None,  # per-message deflate costs ~100 KB per connection
+        open_timeout=hub.config.handshake_timeout_s,
+        backlog=hub.config.listen_backlog,  # to loop.create_server; see the module docstring
         **options,
     )
 
@@ -89,8 +114,12 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
             raise SessionError(TRY_AGAIN, "too many connections on this node; retry")
         hello = await _hello(hub, ws)
         session_id = _authenticate(hub, ws, hello)
+        last_seq = hello.last_seq
+        if hello.session is not None and hello.session != session_id:
+            log.info("session hello expected another session; %s starts afresh", session_id)
+            last_seq = 0  # a seq of another session's log: see the module docstring
         session = await hub.load(session_id)
-        outbox, resumed, hello_seq = await hub.attach(session, hello.last_seq)
+        outbox, resumed, hello_seq = await hub.attach(session, last_seq)
         count(SessionEvent.SOCKET_OPENED)
         await ws.send(encode("hello", hello_seq, session=session_id, resumed=resumed), text=True)
         outbox.direct = _direct_writer(ws, hub.outbound_max_bytes)
@@ -142,21 +171,35 @@ def _authenticate(hub: SessionHub, ws: ServerConnection, hello: ClientHello) -> 
 def _direct_writer(ws: ServerConnection, max_buffered_bytes: int) -> Callable[[bytes], bool]:
     """Write a message to the socket now, without a task switch, while the socket's
     buffer is within the bound; otherwise the outbox queues it (and its bound holds)."""
-    transport = ws.transport
+    transport, protocol = ws.transport, ws.protocol
+    is_plain = not protocol.extensions  # compression=None: a frame is header + payload
 
     def write(message: bytes) -> bool:
         if transport.is_closing() or transport.get_write_buffer_size() > max_buffered_bytes:
             return False
-        if ws.protocol.state is not State.OPEN or ws.fragmented_send_waiter is not None:
+        if protocol.state is not State.OPEN or ws.fragmented_send_waiter is not None:
             return False
-        # What websockets' broadcast() does, without a str round trip: the JSON is UTF-8
-        # already, sent as a text frame (encoded once for every recipient).
-        ws.protocol.send_text(message)
-        ws.send_data()
+        if is_plain and not protocol.writes:
+            # The text frame websockets would build (RFC 6455 §5.2: FIN, opcode 1, no
+            # mask from a server), written at once: per recipient only a 2-10 byte
+            # header is made; the JSON was encoded once for all, its seq spliced in.
+            transport.write(text_frame_header(len(message)) + message)
+        else:
+            protocol.send_text(message)
+            ws.send_data()
         count(SessionEvent.MESSAGE_OUT)
         return True
 
     return write
+
+
+def text_frame_header(size: int) -> bytes:
+    """The header of an unmasked, final text frame of ``size`` bytes (RFC 6455 §5.2)."""
+    if size < 126:
+        return b"\x81" + size.to_bytes(1, "big")
+    if size < 65536:
+        return b"\x81\x7e" + size.to_bytes(2, "big")
+    return b"\x81\x7f" + size.to_bytes(8, "big")
 
 
 async def _write(ws: ServerConnection, outbox: Outbox) -> None:

@@ -7,6 +7,8 @@ event ID, WHATWG HTML §9.2.6), so a client cut off between the hello and the re
 resumes from the last message it received. Events go the other way by POST. The
 consumer's outbox overflows the same way (the stream is ended and the client resumes
 from the log). A browser request from an Origin that may not use the session gets 403.
+``?session=ID`` (the session the client expects) that is not the cookie's session makes
+it a new client of the cookie's session, as a WebSocket hello's ``session`` does.
 """
 
 from __future__ import annotations
@@ -55,8 +57,12 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
         session_id = auth.verify(hub.config.secret, token, time.time())
     except SessionError as exc:
         return web.json_response({"error": exc.reason}, status=exc.status)
+    last_seq = _last_seq(request)
+    expected = request.query.get("session")
+    if expected is not None and expected != session_id:
+        last_seq = 0  # it counts in another session's log: as over WebSocket (server.py)
     session = await hub.load(session_id)
-    outbox, resumed, hello_seq = await hub.attach(session, _last_seq(request))
+    outbox, resumed, hello_seq = await hub.attach(session, last_seq)
     try:
         response = web.StreamResponse(
             headers={

@@ -186,6 +186,21 @@ def test_session_bounds_and_allowed_origins_have_defaults() -> None:
     session = build_config({}, "w.toml").session
     assert session.allowed_origins == ()
     assert (session.max_subscriptions, session.max_channel_bytes) == (64, 256)
+    assert (session.listen_backlog, session.handshake_timeout_s) == (4096, 30.0)
+
+
+def test_session_listen_backlog_and_handshake_timeout_are_read_and_bounded() -> None:
+    session = build_config(
+        {"session": {"listen_backlog": 16384, "handshake_timeout": "1m"}}, "w.toml"
+    ).session
+    assert (session.listen_backlog, session.handshake_timeout_s) == (16384, 60.0)
+    with pytest.raises(ConfigError) as info:
+        build_config({"session": {"listen_backlog": 0, "handshake_timeout": "0s"}}, "w.toml")
+    assert str(info.value).splitlines() == [
+        "w.toml: session.listen_backlog: must be 1..65535; got 0 (try 4096)",
+        "w.toml: session.handshake_timeout: must be more than 0s and at most 10m; got 0.0s "
+        '(try "30s")',
+    ]
 
 
 def test_session_allowed_origins_are_normalized_as_a_browser_sends_them() -> None:

@@ -66,13 +66,20 @@ async def running_hub(
 
 @asynccontextmanager
 async def client(
-    running: Running, cookie: str | None = None, *, last_seq: int = 0, token: str | None = None
+    running: Running,
+    cookie: str | None = None,
+    *,
+    last_seq: int = 0,
+    token: str | None = None,
+    session: str | None = None,
 ) -> AsyncIterator[ClientConnection]:
     headers = {"Cookie": cookie} if cookie else {}
     async with connect(running.ws_url, additional_headers=headers, max_size=None) as ws:
         hello: dict[str, Any] = {"type": "hello", "last_seq": last_seq}
         if token is not None:
             hello["token"] = token
+        if session is not None:
+            hello["session"] = session
         await ws.send(orjson.dumps(hello).decode())
         yield ws
 

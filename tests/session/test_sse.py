@@ -88,3 +88,20 @@ async def test_sse_from_a_foreign_origin_is_refused_with_403() -> None:
             async with http.get(url, headers={"Cookie": cookie, "Origin": origin}) as resp:
                 assert resp.status == 200
                 assert (await read_sse_event(resp.content)).data["session"] == session_id
+
+
+async def test_sse_expecting_another_session_gets_the_cookies_session_from_its_start() -> None:
+    async with (
+        asyncio.timeout(10),
+        running_hub() as running,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
+        first_id, first_cookie = running.page()
+        second_id, second_cookie = running.page(first_cookie)
+        running.hub.publish_session(second_id, "for B")
+        url = f"{running.http_url}/_weaver/events?last_seq=5&session={first_id}"
+        async with http.get(url, headers={"Cookie": second_cookie}) as resp:
+            hello = await read_sse_event(resp.content)
+            message = await read_sse_event(resp.content)
+    assert (hello.data["session"], hello.data["resumed"]) == (second_id, False)
+    assert (message.id, message.data["data"]) == (1, "for B")
