@@ -35,7 +35,7 @@ def body(size: int) -> bytes:
     return (b"<!doctype html><html><body>\n" + unit * (size // len(unit) + 1))[:size]
 
 
-BODIES = {"/p20": body(20 * 1024), "/p200": body(200 * 1024)}
+BODIES = {"/p20": body(20 * 1024), "/p200": body(200 * 1024), "/p8m": body(8 * 1024 * 1024)}
 SHELL = "<!doctype html><ul>" + "".join(f'<esi:include src="/f/{i}"/>' for i in range(10))
 
 
@@ -69,6 +69,17 @@ def ceiling_app(bodies: dict[str, bytes]) -> web.Application:
     app = web.Application()
     for path, data in bodies.items():
         app.router.add_get(path, handler_for(data))
+    return app
+
+
+def file_app(path: str) -> web.Application:
+    """The large-body baseline: aiohttp's FileResponse (sendfile where the loop has it)."""
+
+    async def handler(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(path)
+
+    app = web.Application()
+    app.router.add_get("/p8m", handler)
     return app
 
 
@@ -141,6 +152,20 @@ def main() -> None:
                     f"{path:6} {len(bodies[path]):7d} B  ceiling {ceiling:8.0f} req/s  "
                     f"memory {memory:8.0f} ({memory / ceiling:.2f}x)  "
                     f"disk {disk:8.0f} ({disk / ceiling:.2f}x)"
+                )
+            with tempfile.NamedTemporaryFile(suffix=".html") as big:
+                big.write(BODIES["/p8m"])
+                big.flush()
+                file_port = free_port()
+                procs.append(start_process(file_app, file_port, big.name))
+                fetch(f"http://127.0.0.1:{file_port}/p8m")
+                c = max(1, args.concurrency // 8)
+                files = rps(f"http://127.0.0.1:{file_port}/p8m", args.duration, c)
+                disk = rps(f"http://127.0.0.1:{disk_port}/p8m", args.duration, c)
+                print(
+                    f"/p8m   {len(BODIES['/p8m']):7d} B  FileResponse {files:7.0f} req/s  "
+                    f"weaver disk hit {disk:7.0f} ({disk / files:.2f}x, target >= 0.67x), "
+                    f"{c} connections"
                 )
             print(
                 "assembled hit vs plain 20 KB hit: "

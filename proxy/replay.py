@@ -39,6 +39,10 @@ from weaver.proxy.compress import (
 # Directives a response carrying a visitor's session cookie must not pass downstream.
 log = logging.getLogger(__name__)
 
+# A large body streams from disk in reads this big: one thread hop per 512 KiB (an
+# 8 MiB hit took 28 ms in 64 KiB hops), at most two such chunks held per response.
+STREAM_CHUNK_BYTES = 512 * 1024
+
 _SHARED_ONLY = ("public", "s-maxage")
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -242,7 +246,7 @@ async def _identity(
         return response
     # The first chunk is read before the head goes: a blob found damaged (or gone) then
     # raises while the caller can still answer from the origin instead.
-    chunks = aiter(entry.body(start=start, end=end))
+    chunks = aiter(entry.body(STREAM_CHUNK_BYTES, start=start, end=end))
     first = await anext(chunks, b"")
     await response.prepare(request)
     await response.write(first)
