@@ -517,7 +517,7 @@ def run_wrk(
     cpu = cpu_seconds(server.proc.pid) - before
     requests = re.search(r"(\d+) requests in", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)  # not the tail of "87.99%"
     if requests is None or rps is None or p99 is None:
         raise RuntimeError(f"wrk output not understood:\n{out}")
     read = re.search(r"requests in \S+, ([\d.]+)(B|KB|MB|GB|TB) read", out)
