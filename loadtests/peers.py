@@ -643,7 +643,8 @@ def markdown(results: dict[str, Any]) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "",
         f"wrk: 1 thread, {results['args']['connections']} connections, "
-        f"{results['args']['duration']} s per run; assembly: median of "
+        f"{results['args']['duration']} s per run; (b, c): median of "
+        f"{results['args']['load_rounds']} runs per server, interleaved; assembly: median of "
         f"{results['args']['rounds']} sequential requests.",
         "",
         "| metric | better | Weaver | Varnish | nginx | Weaver ÷ Varnish | Weaver ÷ nginx |",
@@ -887,16 +888,20 @@ def run(args: argparse.Namespace, outdir: Path) -> dict[str, Any]:
             if index:  # a fresh Weaver for each scenario: nothing carried from the last
                 procs.stop_one(servers["weaver"].proc)
                 servers["weaver"] = start_weaver(procs, workdir, ports)
-            for name, server in servers.items():
-                path = scenario.paths.get(name)
-                if path is None:
-                    continue
-                if scenario.hit:
-                    warm(server, path, scenario.headers)
-                measured = run_wrk(server, path, scenario.headers, args, deadline)
-                measured |= response_size(server, path, scenario.headers)
-                results["load"][scenario.name][name] = measured
-                report(scenario.name, name, measured)
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(args.load_rounds):  # interleaved: a busy spell hits every peer
+                for name, server in servers.items():
+                    path = scenario.paths.get(name)
+                    if path is None:
+                        continue
+                    if scenario.hit:
+                        warm(server, path, scenario.headers)
+                    measured = run_wrk(server, path, scenario.headers, args, deadline)
+                    measured |= response_size(server, path, scenario.headers)
+                    runs.setdefault(name, []).append(measured)
+                    report(scenario.name, name, measured)
+            for name, samples in runs.items():
+                results["load"][scenario.name][name] = median_run(samples)
         procs.stop_one(servers["weaver"].proc)
         print("(d) Weaver with server.workers = 1 and 2 (20 KB hit)", flush=True)
         results["workers"] = measure_workers(procs, workdir, ports, secret, args, deadline)
@@ -1017,12 +1022,16 @@ def measure_layout(
 
 
 def median_run(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """The first run's fields, with req/s, p99 and CPU µs/req the medians of all runs."""
+    """The first run's fields, with req/s, p99, CPU µs/req and wire bytes the medians of
+    all runs (each taken alone: the three may come from different runs)."""
     out = dict(samples[0])
-    for measure in ("rps", "p99_ms", "cpu_us_per_req"):
+    for measure in ("rps", "p99_ms", "cpu_us_per_req", "wire_bytes_per_req"):
         out[measure] = statistics.median(sample[measure] for sample in samples)
         out[f"{measure}_samples"] = [sample[measure] for sample in samples]
     out["wrk"] = [sample["wrk"] for sample in samples]
+    out["requests"] = sum(sample["requests"] for sample in samples)
+    out["non_2xx"] = sum(sample["non_2xx"] for sample in samples)
+    out["socket_errors"] = "; ".join(s["socket_errors"] for s in samples if s["socket_errors"])
     return out
 
 
@@ -1180,9 +1189,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=10, help="requests per assembly point")
     parser.add_argument(
+        "--load-rounds", type=int, default=3, help="wrk runs per server in (b, c) (median)"
+    )
+    parser.add_argument(
         "--worker-rounds", type=int, default=3, help="wrk runs per layout in (d) (median)"
     )
-    parser.add_argument("--deadline", type=float, default=900, help="seconds for the run")
+    parser.add_argument("--deadline", type=float, default=1500, help="seconds for the run")
     args = parser.parse_args()
     ensure_tools()
     with stopped_on_signals():
