@@ -737,7 +737,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = rows_of(results)
+    rows = [r for r in rows_of(results) if any(r.values.get(p) for p in PEERS[1:])]
     labels = [f"{r.metric} ({r.better} is better)" for r in rows]
     fig, ax = plt.subplots(figsize=(11, 0.38 * len(rows) + 1.5))
     ys = range(len(rows))
