@@ -1,23 +1,27 @@
 """peers: Weaver against Varnish (ESI) and nginx (proxy_cache + SSI), on the same workloads.
 
-``python -m loadtests.peers OUTDIR`` installs nginx, varnish and wrk with apt-get when
-they are missing, then runs, in one go and in front of one benchmark origin:
+``python -m loadtests.peers OUTDIR`` installs nginx, varnish, wrk and redis-server with
+apt-get when they are missing, then runs, in one go and in front of one benchmark origin:
 
 (a) assembly of K = 10 and 20 uncached fragments, each delayed 50 or 100 ms: TTFB (first
     body byte) and total, median of ``--rounds`` sequential requests;
 (b) cache-hit replay, load from wrk: a 20 KB page without and with a session cookie, and
     a page of 10 cached fragments: req/s, p99, and the server's CPU µs per request (the
     utime+stime delta of its process tree over the run, divided by the requests);
-(c) uncached proxying of a 20 KB page, the same measures;
-(d) Weaver with workers = 1 and 2: skipped while ``server.workers`` runs one process.
+(c) uncached proxying of a 20 KB page, the same measures; and hits on a 20 KB shop page
+    (varied text) as identity, with ``Accept-Encoding: gzip`` (Weaver, Varnish storing it
+    gzipped, nginx ``gzip on`` level 6 on ``/gz/``) and with ``gzip, br`` (Weaver only):
+    the same measures and the bytes of one response's body as sent;
+(d) Weaver alone with ``server.workers`` = 1 and 2 on the 20 KB hit: 2 workers need a
+    shared bus, so a throwaway ``redis-server`` runs for it; see ``WORKER_LAYOUTS``.
 
 The server under test runs on CPU 0 (taskset); the origin, wrk and the timing client run
-on CPU 1. Varnish and nginx run as ``nobody`` with their own config files in a
-temporary directory; Weaver runs as ``weaver serve --config``. Results go to OUTDIR:
-``results.json`` (raw), ``results.md`` (the ratios Weaver ÷ peer, with versions and
-the machine) and ``results.png``.
+on CPU 1 (but for (d), which needs both cores for the server). Varnish and nginx run as
+``nobody`` with their own config files in a temporary directory; Weaver runs as
+``weaver serve --config``. Results go to OUTDIR: ``results.json`` (raw), ``results.md``
+(the ratios Weaver ÷ peer, with versions and the machine) and ``results.png``.
 
-The ports are ``--base-port`` .. ``--base-port + 4``; the script refuses to run when any
+The ports are ``--base-port`` .. ``--base-port + 5``; the script refuses to run when any
 is busy. Every process it starts is stopped by its id on exit, Ctrl-C or error, and the
 whole run is bounded by ``--deadline`` seconds.
 """
@@ -51,7 +55,9 @@ from typing import Any
 
 from aiohttp import web
 
+from loadtests.bench_compression import page as shop_page
 from loadtests.common import start_process
+from weaver.session import auth
 
 SERVER_CPU = 0
 LOAD_CPU = 1
@@ -71,7 +77,8 @@ def body(size: int) -> bytes:
     return (b"<!doctype html><html><body>\n" + unit * (size // len(unit) + 1))[:size]
 
 
-PAGE_20K = body(20 * 1024)
+PAGE_20K = body(20 * 1024)  # one line repeated: compresses to almost nothing
+SHOP_20K = shop_page(20 * 1024)  # markup that repeats, text and numbers that vary
 FRAGMENT = "<p>" + "fragment text " * 35 + "</p>"
 
 
@@ -91,6 +98,9 @@ def origin_app() -> web.Application:
 
     async def cached_page(request: web.Request) -> web.Response:
         return web.Response(body=PAGE_20K, content_type="text/html", headers=HIT_CACHE)
+
+    async def shop(request: web.Request) -> web.Response:
+        return web.Response(body=SHOP_20K, content_type="text/html", headers=HIT_CACHE)
 
     async def uncached_page(request: web.Request) -> web.Response:
         return web.Response(body=PAGE_20K, content_type="text/html", headers=NO_STORE)
@@ -115,6 +125,7 @@ def origin_app() -> web.Application:
 
     app = web.Application()
     app.router.add_get("/p20", cached_page)
+    app.router.add_get("/s20", shop)
     app.router.add_get("/u20", uncached_page)
     app.router.add_get("/{dialect:esi|ssi}/asm/{k:\\d+}/{d:\\d+}", assembly)
     app.router.add_get("/{dialect:esi|ssi}/cached", cached_assembly)
@@ -125,16 +136,28 @@ def origin_app() -> web.Application:
 # --- the servers' configs ----------------------------------------------------------------
 
 
-def weaver_toml(port: int, session_port: int, origin_port: int, cache_dir: Path) -> str:
+def weaver_toml(
+    port: int,
+    session_port: int,
+    origin_port: int,
+    cache_dir: Path,
+    secret: str,
+    *,
+    workers: int = 1,
+    bus_url: str = "",
+) -> str:
+    bus = f'[bus]\nurl = "{bus_url}"\n' if bus_url else ""
     return f"""
 [server]
 listen = "127.0.0.1:{port}"
+workers = {workers}
 
 [session]
 listen = "127.0.0.1:{session_port}"
-secret = "{secrets.token_hex(16)}"
+secret = "{secret}"
 publish_token = "{secrets.token_hex(8)}"
 
+{bus}
 [cache]
 dir = "{cache_dir}"
 memory_size = "64MiB"
@@ -152,7 +175,8 @@ fragment_timeout = "5s"
 
 def varnish_vcl(origin_port: int) -> str:
     """ESI on for /esi/; GET/HEAD are looked up whatever the cookies (as a site that
-    shares pages between signed-in visitors configures it; the builtin VCL would pass)."""
+    shares pages between signed-in visitors configures it; the builtin VCL would pass);
+    /gz/X is the origin's /X stored gzipped (``do_gzip``, ``gzip_level`` 6 by default)."""
     return f"""vcl 4.1;
 
 backend origin {{
@@ -162,14 +186,28 @@ backend origin {{
 }}
 
 sub vcl_recv {{
+    unset req.http.X-Bench-Gzip;
+    if (req.url ~ "^/gz/") {{
+        set req.url = regsub(req.url, "^/gz", "");
+        set req.http.X-Bench-Gzip = "1";
+    }}
     if (req.method == "GET" || req.method == "HEAD") {{
         return (hash);
+    }}
+}}
+
+sub vcl_hash {{
+    if (req.http.X-Bench-Gzip) {{
+        hash_data("gz");
     }}
 }}
 
 sub vcl_backend_response {{
     if (bereq.url ~ "^/esi/") {{
         set beresp.do_esi = true;
+    }}
+    if (bereq.http.X-Bench-Gzip) {{
+        set beresp.do_gzip = true;
     }}
 }}
 
@@ -184,7 +222,8 @@ sub vcl_deliver {{
 
 
 def nginx_conf(prefix: Path, port: int, origin_port: int) -> str:
-    """One worker, proxy_cache for everything, SSI on /ssi/ (subrequests run in parallel)."""
+    """One worker, proxy_cache for everything, SSI on /ssi/ (subrequests run in parallel),
+    gzip (level 6, per response) on /gz/, which proxies to the origin's / (/gz/p20: /p20)."""
     return f"""worker_processes 1;
 daemon off;
 pid {prefix}/nginx.pid;
@@ -212,6 +251,12 @@ http {{
         location /ssi/ {{
             ssi on;
             proxy_pass http://origin;
+        }}
+        location /gz/ {{
+            gzip on;
+            gzip_types text/html;
+            gzip_comp_level 6;
+            proxy_pass http://origin/;
         }}
         location / {{
             proxy_pass http://origin;
@@ -310,8 +355,9 @@ def unprivileged() -> dict[str, Any]:
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
-def pinned(cmd: list[str], cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu), *cmd] if CAN_PIN else cmd
+def pinned(cmd: list[str], cpus: int | str) -> list[str]:
+    """``cmd`` under ``taskset -c cpus`` (a CPU or a list such as ``"0,1"``)."""
+    return ["taskset", "-c", str(cpus), *cmd] if CAN_PIN else cmd
 
 
 # Decided once, before this process pins itself to the load CPU.
@@ -319,12 +365,18 @@ CAN_PIN = {SERVER_CPU, LOAD_CPU} <= os.sched_getaffinity(0) and shutil.which("ta
 
 
 def launch(
-    procs: Processes, name: str, cmd: list[str], port: int, workdir: Path, **kw: Any
+    procs: Processes,
+    name: str,
+    cmd: list[str],
+    port: int,
+    workdir: Path,
+    cpus: int | str = SERVER_CPU,
+    **kw: Any,
 ) -> Server:
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            pinned(cmd, SERVER_CPU),
+            pinned(cmd, cpus),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -446,7 +498,12 @@ def parse_latency_ms(text: str) -> float:
 
 
 def run_wrk(
-    server: Server, path: str, headers: dict[str, str], args: argparse.Namespace, dl: Deadline
+    server: Server,
+    path: str,
+    headers: dict[str, str],
+    args: argparse.Namespace,
+    dl: Deadline,
+    cpus: int | str = LOAD_CPU,
 ) -> dict[str, Any]:
     duration = max(1, min(args.duration, int(dl.remaining()) - 5))
     cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
@@ -455,14 +512,15 @@ def run_wrk(
     cmd.append(f"http://127.0.0.1:{server.port}{path}")
     before = cpu_seconds(server.proc.pid)
     out = subprocess.run(
-        pinned(cmd, LOAD_CPU), capture_output=True, text=True, timeout=duration + 30, check=True
+        pinned(cmd, cpus), capture_output=True, text=True, timeout=duration + 30, check=True
     ).stdout
     cpu = cpu_seconds(server.proc.pid) - before
     requests = re.search(r"(\d+) requests in", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)  # not the tail of "87.99%"
     if requests is None or rps is None or p99 is None:
         raise RuntimeError(f"wrk output not understood:\n{out}")
+    read = re.search(r"requests in \S+, ([\d.]+)(B|KB|MB|GB|TB) read", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     count = int(requests.group(1))
@@ -474,8 +532,17 @@ def run_wrk(
         "cpu_us_per_req": cpu / count * 1e6 if count else float("nan"),
         "non_2xx": int(errors.group(1)) if errors else 0,
         "socket_errors": socket_errors.group(1) if socket_errors else "",
+        "wire_bytes_per_req": read_bytes(read.group(1), read.group(2)) / count
+        if read and count
+        else float("nan"),
         "wrk": out,
     }
+
+
+def read_bytes(number: str, unit: str) -> float:
+    """wrk's "1.23GB read" in bytes (wrk's units are powers of 1024)."""
+    scale: int = 1024 ** ["B", "KB", "MB", "GB", "TB"].index(unit)
+    return float(number) * scale
 
 
 def cache_header(peer: str) -> str:
@@ -493,14 +560,41 @@ def warm(server: Server, path: str, headers: dict[str, str]) -> None:
     raise RuntimeError(f"{server.name} {path} is not a cache hit after 5 requests")
 
 
-def load_scenarios(cookie: str) -> list[tuple[str, str, dict[str, str], bool]]:
-    """(name, path template, headers, expect a hit); ``{d}`` is esi or ssi."""
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    paths: dict[str, str]  # peer -> path; a peer not named does not run it
+    headers: dict[str, str]
+    hit: bool  # warm it first, and expect a hit
+
+
+def load_scenarios(cookie: str) -> list[Scenario]:
+    def every(path: str) -> dict[str, str]:
+        return {peer: path for peer in PEERS}
+
+    gzip = {"Accept-Encoding": "gzip"}
     return [
-        ("hit_20k", "/p20", {}, True),
-        ("hit_20k_cookie", "/p20", {"Cookie": cookie}, True),
-        ("hit_assembled_10", "/{d}/cached", {}, True),
-        ("uncached_20k", "/u20", {}, False),
+        Scenario("hit_20k", every("/p20"), {}, True),
+        Scenario("hit_20k_cookie", every("/p20"), {"Cookie": cookie}, True),
+        Scenario(
+            "hit_assembled_10",
+            {"weaver": "/esi/cached", "varnish": "/esi/cached", "nginx": "/ssi/cached"},
+            {},
+            True,
+        ),
+        Scenario("uncached_20k", every("/u20"), {}, False),
+        Scenario("shop_20k", every("/s20"), {}, True),
+        Scenario("shop_20k_gzip", {**every("/gz/s20"), "weaver": "/s20"}, gzip, True),
+        Scenario("shop_20k_gzip_br", {"weaver": "/s20"}, {"Accept-Encoding": "gzip, br"}, True),
     ]
+
+
+def response_size(server: Server, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """One response's body as sent (http.client does not decode) and its coding."""
+    status, got, sent = get(server.port, path, headers)
+    if status != 200:
+        raise RuntimeError(f"{server.name} {path} answered {status}")
+    return {"body_bytes": len(sent), "content_encoding": got.get("Content-Encoding", "identity")}
 
 
 # --- the report --------------------------------------------------------------------------
@@ -530,6 +624,10 @@ def rows_of(results: dict[str, Any]) -> list[Row]:
         ):
             values = {p: per_peer[p][measure] for p in PEERS if p in per_peer}
             rows.append(Row(f"{name}: {unit}", better, values))
+        if name.startswith("shop"):
+            for measure, unit in (("body_bytes", "body B"), ("wire_bytes_per_req", "wire B/req")):
+                values = {p: per_peer[p][measure] for p in PEERS if p in per_peer}
+                rows.append(Row(f"{name}: {unit}", "lower", values))
     return rows
 
 
@@ -545,7 +643,8 @@ def markdown(results: dict[str, Any]) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "",
         f"wrk: 1 thread, {results['args']['connections']} connections, "
-        f"{results['args']['duration']} s per run; assembly: median of "
+        f"{results['args']['duration']} s per run; (b, c): median of "
+        f"{results['args']['load_rounds']} runs per server, interleaved; assembly: median of "
         f"{results['args']['rounds']} sequential requests.",
         "",
         "| metric | better | Weaver | Varnish | nginx | Weaver ÷ Varnish | Weaver ÷ nginx |",
@@ -556,12 +655,31 @@ def markdown(results: dict[str, Any]) -> str:
         v = row.values.get("varnish", float("nan"))
         n = row.values.get("nginx", float("nan"))
         lines.append(
-            f"| {row.metric} | {row.better} | {w:,.1f} | {v:,.1f} | {n:,.1f} | "
+            f"| {row.metric} | {row.better} | {figure(w)} | {figure(v)} | {figure(n)} | "
             f"{ratio(w, v)} | {ratio(w, n)} |"
         )
+    lines += ["", *workers_table(results.get("workers", {}))]
     lines += ["", "Targets:", "", *(f"- {line}" for line in targets(results))]
     lines += ["", "Notes:", "", *(f"- {note}" for note in results["notes"]), ""]
     return "\n".join(lines)
+
+
+def workers_table(workers: dict[str, Any]) -> list[str]:
+    """Scenario (d) as its own table: one server, three layouts, medians of the runs."""
+    lines = [
+        "(d) Weaver, 20 KB hit, by server.workers (median of the runs; each run's req/s):",
+        "",
+        "| workers | server CPUs | wrk CPUs | processes | req/s | p99 ms | CPU µs/req "
+        "| runs req/s |",
+        "|---:|---|---|---:|---:|---:|---:|---|",
+    ]
+    for m in workers.values():
+        each = ", ".join(f"{value:,.0f}" for value in m.get("rps_samples", [m["rps"]]))
+        lines.append(
+            f"| {m['workers']} | {m['server_cpus']} | {m['load_cpus']} | {m['processes']} | "
+            f"{m['rps']:,.0f} | {m['p99_ms']:.1f} | {m['cpu_us_per_req']:.1f} | {each} |"
+        )
+    return lines
 
 
 def targets(results: dict[str, Any]) -> list[str]:
@@ -586,21 +704,31 @@ def targets(results: dict[str, Any]) -> list[str]:
             f"{verdict(gap <= 1.0)})"
         )
     load = results["load"]
-    asm = load["hit_assembled_10"]["weaver"]["rps"] / load["hit_assembled_10"]["nginx"]["rps"]
+    assembled = load["hit_assembled_10"]
+    asm = assembled["weaver"]["rps"] / assembled["nginx"]["rps"]
+    asm_cpu = assembled["nginx"]["cpu_us_per_req"] / assembled["weaver"]["cpu_us_per_req"]
     out.append(
         f"assembled-page hit: Weaver = {asm:.2f} x nginx SSI req/s (target >= 3: "
-        f"{verdict(asm >= 3)})"
+        f"{verdict(asm >= 3)}); by CPU per request {asm_cpu:.2f} x"
     )
     plain = load["hit_20k"]["weaver"]["rps"] / load["hit_20k"]["nginx"]["rps"]
+    by_cpu = (
+        load["hit_20k"]["nginx"]["cpu_us_per_req"] / load["hit_20k"]["weaver"]["cpu_us_per_req"]
+    )
     out.append(
         f"plain 20 KB hit: Weaver = {plain:.2f} x nginx proxy_cache req/s (target >= 0.6: "
-        f"{verdict(plain >= 0.6)})"
+        f"{verdict(plain >= 0.6)}); by CPU per request, the req/s one saturated core "
+        f"would give, {by_cpu:.2f} x"
     )
     return out
 
 
 def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}" if b and b == b and a == a else "n/a"
+    return f"{a / b:.2f}" if b and b == b and a == a else "—"
+
+
+def figure(value: float) -> str:
+    return f"{value:,.1f}" if value == value else "—"
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
@@ -609,7 +737,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = rows_of(results)
+    rows = [r for r in rows_of(results) if any(r.values.get(p) for p in PEERS[1:])]
     labels = [f"{r.metric} ({r.better} is better)" for r in rows]
     fig, ax = plt.subplots(figsize=(11, 0.38 * len(rows) + 1.5))
     ys = range(len(rows))
@@ -649,7 +777,13 @@ def ensure_tools() -> None:
     )
 
 
-NEEDED = (("nginx", "nginx"), ("varnishd", "varnish"), ("wrk", "wrk"), ("taskset", "util-linux"))
+NEEDED = (
+    ("nginx", "nginx"),
+    ("varnishd", "varnish"),
+    ("wrk", "wrk"),
+    ("taskset", "util-linux"),
+    ("redis-server", "redis-server"),
+)
 
 
 def versions() -> dict[str, str]:
@@ -720,7 +854,7 @@ def run(args: argparse.Namespace, outdir: Path) -> dict[str, Any]:
     signal.alarm(int(args.deadline) + 60)  # a backstop should a call block past the deadline
     base = args.base_port
     ports = {"origin": base, "weaver": base + 1, "session": base + 2}
-    ports |= {"varnish": base + 3, "nginx": base + 4}
+    ports |= {"varnish": base + 3, "nginx": base + 4, "redis": base + 5}
     busy = [f"{name} {port}" for name, port in ports.items() if port_busy(port)]
     if busy:
         raise SystemExit(f"ports busy: {', '.join(busy)}; pick others with --base-port")
@@ -739,8 +873,9 @@ def run(args: argparse.Namespace, outdir: Path) -> dict[str, Any]:
     try:
         workdir.chmod(0o755)
         procs.children.append(start_process(origin_app, ports["origin"]))
-        servers = start_servers(procs, workdir, ports)
-        cookie = weaver_cookie(servers["weaver"])
+        secret = secrets.token_hex(16)
+        servers = start_servers(procs, workdir, ports, secret)
+        cookie = weaver_cookie(secret)
         print("(a) assembly of uncached fragments", flush=True)
         results["assembly"] = {
             name: measure_assembly(server.port, name, args.rounds, deadline)
@@ -748,28 +883,28 @@ def run(args: argparse.Namespace, outdir: Path) -> dict[str, Any]:
         }
         print("(b, c) load with wrk", flush=True)
         results["load"] = {}
-        for index, (scenario, template, headers, hit) in enumerate(load_scenarios(cookie)):
-            results["load"][scenario] = {}
-            if index:  # a fresh Weaver: the sessions the last run opened weigh on the next
+        for index, scenario in enumerate(load_scenarios(cookie)):
+            results["load"][scenario.name] = {}
+            if index:  # a fresh Weaver for each scenario: nothing carried from the last
                 procs.stop_one(servers["weaver"].proc)
                 servers["weaver"] = start_weaver(procs, workdir, ports)
-            for name, server in servers.items():
-                path = template.format(d="ssi" if name == "nginx" else "esi")
-                if hit:
-                    warm(server, path, headers)
-                measured = run_wrk(server, path, headers, args, deadline)
-                results["load"][scenario][name] = measured
-                print(
-                    f"  {scenario:17} {name:7} {measured['rps']:9.0f} req/s  p99 "
-                    f"{measured['p99_ms']:7.2f} ms  {measured['cpu_us_per_req']:7.1f} CPU µs/req"
-                    + (f"  non-2xx {measured['non_2xx']}" if measured["non_2xx"] else ""),
-                    flush=True,
-                )
-        results["notes"].append(
-            "(d) Weaver with workers = 1 and 2: skipped: server.workers is accepted by the "
-            "config but only one process runs, so workers = 2 would measure workers = 1."
-        )
-        print(results["notes"][-1], flush=True)
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(args.load_rounds):  # interleaved: a busy spell hits every peer
+                for name, server in servers.items():
+                    path = scenario.paths.get(name)
+                    if path is None:
+                        continue
+                    if scenario.hit:
+                        warm(server, path, scenario.headers)
+                    measured = run_wrk(server, path, scenario.headers, args, deadline)
+                    measured |= response_size(server, path, scenario.headers)
+                    runs.setdefault(name, []).append(measured)
+                    report(scenario.name, name, measured)
+            for name, samples in runs.items():
+                results["load"][scenario.name][name] = median_run(samples)
+        procs.stop_one(servers["weaver"].proc)
+        print("(d) Weaver with server.workers = 1 and 2 (20 KB hit)", flush=True)
+        results["workers"] = measure_workers(procs, workdir, ports, secret, args, deadline)
         results["notes"] += notes(results)
     finally:
         procs.stop()
@@ -781,22 +916,165 @@ def run(args: argparse.Namespace, outdir: Path) -> dict[str, Any]:
     return results
 
 
-def start_weaver(procs: Processes, workdir: Path, ports: dict[str, int]) -> Server:
-    config = workdir / "weaver.toml"  # the same secret each time: the cookie stays valid
-    return launch(
-        procs,
-        "weaver",
-        [*weaver_command(), "--log-level", "WARNING", "serve", "--config", str(config)],
-        ports["weaver"],
-        workdir,
+def report(scenario: str, name: str, measured: dict[str, Any]) -> None:
+    print(
+        f"  {scenario:17} {name:7} {measured['rps']:9.0f} req/s  p99 "
+        f"{measured['p99_ms']:7.2f} ms  {measured['cpu_us_per_req']:7.1f} CPU µs/req  "
+        f"{measured['body_bytes']:6d} B {measured['content_encoding']}"
+        + (f"  non-2xx {measured['non_2xx']}" if measured["non_2xx"] else ""),
+        flush=True,
     )
 
 
-def start_servers(procs: Processes, workdir: Path, ports: dict[str, int]) -> dict[str, Server]:
+# (workers, the server's CPUs, wrk's CPUs). Two workers need both cores, so wrk shares
+# them with the server; workers = 1 runs both pinned as in (b) and on both cores beside
+# wrk, so that 2 against 1 compares like with like.
+BOTH = f"{SERVER_CPU},{LOAD_CPU}"
+WORKER_LAYOUTS: tuple[tuple[int, str, str], ...] = (
+    (1, str(SERVER_CPU), str(LOAD_CPU)),
+    (1, BOTH, BOTH),
+    (2, BOTH, BOTH),
+)
+
+
+def measure_workers(
+    procs: Processes,
+    workdir: Path,
+    ports: dict[str, int],
+    secret: str,
+    args: argparse.Namespace,
+    deadline: Deadline,
+) -> dict[str, Any]:
+    """Scenario (d): the 20 KB hit with ``server.workers`` = 1 and 2 (``WORKER_LAYOUTS``).
+
+    CPU per request is summed over the supervisor and its workers (the process tree).
+    Two workers need a shared bus: a throwaway ``redis-server`` on the load CPU, stopped
+    by its id before this returns.
+    """
+    redis_dir = workdir / "redis"
+    redis_dir.mkdir()
+    redis = launch(
+        procs,
+        "redis",
+        [
+            *("redis-server", "--bind", "127.0.0.1", "--port", str(ports["redis"])),
+            *("--save", "", "--appendonly", "no", "--dir", str(redis_dir)),
+        ],
+        ports["redis"],
+        workdir,
+        cpus=LOAD_CPU,
+    )
+    runs: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for _ in range(args.worker_rounds):  # interleaved: a busy spell hits every layout
+            for workers, server_cpus, load_cpus in WORKER_LAYOUTS:
+                measured = measure_layout(
+                    procs, workdir, ports, secret, args, deadline, workers, server_cpus, load_cpus
+                )
+                runs.setdefault(worker_key(workers, server_cpus), []).append(measured)
+                report(f"w={workers} cpu {server_cpus}/{load_cpus}", "weaver", measured)
+    finally:
+        procs.stop_one(redis.proc)
+    return {key: median_run(samples) for key, samples in runs.items()}
+
+
+def measure_layout(
+    procs: Processes,
+    workdir: Path,
+    ports: dict[str, int],
+    secret: str,
+    args: argparse.Namespace,
+    deadline: Deadline,
+    workers: int,
+    server_cpus: str,
+    load_cpus: str,
+) -> dict[str, Any]:
+    """One wrk run of the 20 KB hit against a fresh ``weaver serve`` with ``workers``."""
+    bus = f"redis://127.0.0.1:{ports['redis']}" if workers > 1 else ""
+    config = workdir / f"weaver-w{workers}.toml"
+    config.write_text(
+        weaver_toml(
+            ports["weaver"],
+            ports["session"],
+            ports["origin"],
+            workdir / "weaver-cache",
+            secret,
+            workers=workers,
+            bus_url=bus,
+        )
+    )
+    server = start_weaver(procs, workdir, ports, config, server_cpus)
+    try:
+        warm(server, "/p20", {})
+        for _ in range(8 * workers):  # new connections: every worker gets a hit
+            get(server.port, "/p20")
+        measured = run_wrk(server, "/p20", {}, args, deadline, cpus=load_cpus)
+        measured |= response_size(server, "/p20", {})
+        measured["processes"] = len(tree_pids(server.proc.pid))
+    finally:
+        procs.stop_one(server.proc)
+    return measured | {
+        "workers": workers,
+        "server_cpus": server_cpus,
+        "load_cpus": load_cpus,
+        "bus": bus or "memory://",
+    }
+
+
+def median_run(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first run's fields, with req/s, p99, CPU µs/req and wire bytes the medians of
+    all runs (each taken alone: the three may come from different runs)."""
+    out = dict(samples[0])
+    for measure in ("rps", "p99_ms", "cpu_us_per_req", "wire_bytes_per_req"):
+        out[measure] = statistics.median(sample[measure] for sample in samples)
+        out[f"{measure}_samples"] = [sample[measure] for sample in samples]
+    out["wrk"] = [sample["wrk"] for sample in samples]
+    out["requests"] = sum(sample["requests"] for sample in samples)
+    out["non_2xx"] = sum(sample["non_2xx"] for sample in samples)
+    out["socket_errors"] = "; ".join(s["socket_errors"] for s in samples if s["socket_errors"])
+    return out
+
+
+def worker_key(workers: int, server_cpus: str) -> str:
+    return f"workers_{workers}_cpu_{server_cpus.replace(',', '_')}"
+
+
+def start_weaver(
+    procs: Processes,
+    workdir: Path,
+    ports: dict[str, int],
+    config: Path | None = None,
+    cpus: int | str = SERVER_CPU,
+) -> Server:
+    """``weaver serve`` on ``config`` (by default ``weaver.toml``: the same secret each
+    time), returned once it says it serves: with workers, once every worker listens."""
+    server = launch(
+        procs,
+        "weaver",
+        [
+            *weaver_command(),
+            *("--log-level", "WARNING", "serve"),
+            *("--config", str(config or workdir / "weaver.toml")),
+        ],
+        ports["weaver"],
+        workdir,
+        cpus=cpus,
+    )
+    end = time.monotonic() + 30
+    while "serving on " not in server.log.read_text(errors="replace"):
+        if server.proc.poll() is not None or time.monotonic() > end:
+            raise RuntimeError(f"weaver did not start:\n{server.log.read_text()}")
+        time.sleep(0.05)
+    return server
+
+
+def start_servers(
+    procs: Processes, workdir: Path, ports: dict[str, int], secret: str
+) -> dict[str, Server]:
     origin = ports["origin"]
     cache = workdir / "weaver-cache"
     config = workdir / "weaver.toml"
-    config.write_text(weaver_toml(ports["weaver"], ports["session"], origin, cache))
+    config.write_text(weaver_toml(ports["weaver"], ports["session"], origin, cache, secret))
     servers = {"weaver": start_weaver(procs, workdir, ports)}
     drop = unprivileged()
     varnish_dir = workdir / "varnish"
@@ -833,13 +1111,11 @@ def start_servers(procs: Processes, workdir: Path, ports: dict[str, int]) -> dic
     return servers
 
 
-def weaver_cookie(server: Server) -> str:
-    """A valid session cookie, as a returning visitor sends it."""
-    _, headers, _ = get(server.port, "/p20")
-    for value in headers.get_all("Set-Cookie") or []:
-        if value.startswith("weaver_session="):
-            return str(value.split(";", 1)[0])
-    raise RuntimeError("Weaver set no weaver_session cookie")
+def weaver_cookie(secret: str) -> str:
+    """A valid session cookie, as a returning visitor sends it (a plain page sets none
+    since Weaver opens sessions only for pages with suspense or channels)."""
+    token = auth.issue(secret, auth.new_session_id(), time.time())
+    return f"{auth.COOKIE}={token}"
 
 
 def notes(results: dict[str, Any]) -> list[str]:
@@ -856,15 +1132,52 @@ def notes(results: dict[str, Any]) -> list[str]:
         "bounded by the origin for the faster servers; CPU µs/req is the fair measure."
     )
     out.append(
-        "Weaver is restarted (same config, disk cache kept) before each load scenario: "
-        "every cookie-less HTML request opens a session the hub holds for 60 s, and tens "
-        "of thousands of them slowed the runs that followed (measured: uncached_20k at "
-        "894 vs 444 CPU us/req)."
+        "Weaver is restarted (same config, disk cache kept) before each load scenario, so "
+        "that none inherits another's state. The cookie of hit_20k_cookie is a valid "
+        "weaver_session token signed with the run's secret (a plain page sets none: "
+        "Weaver opens sessions only for pages with suspense or channels)."
     )
+    out.append(
+        "shop_20k*: a 20 KB shop listing (varied text; /p20 repeats one line and gzips to "
+        "169 B). shop_20k_gzip / shop_20k_gzip_br: wrk sends Accept-Encoding: gzip (or "
+        "gzip, br); every other row sends none, so hits are identity. Weaver compresses a "
+        "stored variant once (gzip 9 and br 11 for bodies up to 64 KiB) and replays it; "
+        "Varnish stores the page gzipped once (do_gzip, gzip_level 6) on /gz/; nginx "
+        "compresses every response (gzip on, gzip_comp_level 6) on /gz/. bytes = one "
+        "response's body as sent; wire B/req = wrk's bytes read / requests (headers too)."
+    )
+    out += worker_notes(results.get("workers", {}))
     out.append(
         "Varnish is configured to look GET/HEAD up whatever the Cookie header (the builtin "
         "VCL passes requests with cookies); nginx's cache key ignores cookies by default."
     )
+    return out
+
+
+def worker_notes(workers: dict[str, Any]) -> list[str]:
+    if not workers:
+        return []
+    layouts = "; ".join(
+        f"{m['workers']} worker(s): server on CPU {m['server_cpus']}, wrk on {m['load_cpus']}"
+        for m in workers.values()
+    )
+    rounds = len(next(iter(workers.values()))["rps_samples"])
+    out = [
+        f"(d) {layouts}. Each layout ran {rounds} times, interleaved, in a fresh server "
+        "each time; the table gives medians. Two workers need both cores, so wrk (one "
+        "thread) shares them with the server and takes CPU from it: req/s understates what "
+        "two workers do with the load elsewhere; compare 2 workers with 1 worker on the "
+        "same two cores. CPU µs/req is summed over the supervisor and its workers. "
+        "2 workers use a throwaway redis-server as bus (sessions only: a plain hit does "
+        "not touch it); 1 worker the memory bus."
+    ]
+    one, two = workers.get(worker_key(1, BOTH)), workers.get(worker_key(2, BOTH))
+    if one and two:
+        out.append(
+            f"(d) 2 workers ÷ 1 worker, both on CPUs {BOTH} beside wrk: req/s "
+            f"{two['rps'] / one['rps']:.2f}, CPU µs/req "
+            f"{two['cpu_us_per_req'] / one['cpu_us_per_req']:.2f}."
+        )
     return out
 
 
@@ -875,7 +1188,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=10, help="requests per assembly point")
-    parser.add_argument("--deadline", type=float, default=900, help="seconds for the run")
+    parser.add_argument(
+        "--load-rounds", type=int, default=3, help="wrk runs per server in (b, c) (median)"
+    )
+    parser.add_argument(
+        "--worker-rounds", type=int, default=3, help="wrk runs per layout in (d) (median)"
+    )
+    parser.add_argument("--deadline", type=float, default=1500, help="seconds for the run")
     args = parser.parse_args()
     ensure_tools()
     with stopped_on_signals():
