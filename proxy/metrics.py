@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -86,8 +87,21 @@ def _on_session_event(event: SessionEvent) -> None:
 stats.set_listener(_on_session_event)
 
 
+# Labelled children by (route, cache status, status class): looked up once, not per
+# request (labels() takes a lock and builds a key). Bounded: the labels are config
+# routes, a few cache statuses and five status classes.
+_REQUEST_CHILDREN: dict[tuple[str, str, int], Any] = {}
+_MAX_REQUEST_CHILDREN = 4096
+
+
 def observe_request(route: str, cache: str, status: int) -> None:
-    REQUESTS.labels(route, cache, f"{status // 100}xx").inc()
+    key = (route, cache, status // 100)
+    child = _REQUEST_CHILDREN.get(key)
+    if child is None:
+        child = REQUESTS.labels(route, cache, f"{status // 100}xx")
+        if len(_REQUEST_CHILDREN) < _MAX_REQUEST_CHILDREN:
+            _REQUEST_CHILDREN[key] = child
+    child.inc()
 
 
 def observe_weave(shell_s: float, fragments: Sequence[FragmentRecord]) -> None:
