@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
-import subprocess
 import tempfile
 import urllib.request
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from loadtests.common import free_port, load_in_processes, start_process
+from loadtests.common import free_port, rps, start_process
 from weaver.config.load import build_config
 from weaver.proxy.app import build_app
 
@@ -98,21 +96,6 @@ def weaver_app(origin_port: int, cache_dir: str, memory_size: str) -> web.Applic
 def fetch(url: str) -> tuple[bytes, str]:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return resp.read(), resp.headers.get("X-Weaver-Cache", "")
-
-
-def rps(url: str, duration_s: float, concurrency: int) -> float:
-    if shutil.which("wrk"):
-        out = subprocess.run(
-            ["wrk", "-t2", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", url],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        if match is None or "Non-2xx" in out:
-            raise RuntimeError(f"wrk failed on {url}:\n{out}")
-        return float(match.group(1))
-    return load_in_processes(url, duration_s=duration_s, concurrency=concurrency, processes=2)
 
 
 def main() -> None:

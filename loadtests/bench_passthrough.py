@@ -10,13 +10,11 @@ Run: ``python -m loadtests.bench_passthrough``.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import subprocess
 
 from aiohttp import web
 
-from loadtests.common import free_port, load_in_processes, start_process
+from loadtests.common import free_port, rps, start_process
 from weaver.config.load import build_config
 from weaver.proxy.app import build_app
 
@@ -100,28 +98,13 @@ def main() -> None:
             ("weaver (woven)     /page ", f"http://127.0.0.1:{weaver_port}/page"),
             ("weaver (bytes)     /asset", f"http://127.0.0.1:{weaver_port}/asset"),
         ]:
-            results[name] = _rps(url, args.duration, args.concurrency)
+            results[name] = rps(url, args.duration, args.concurrency, processes=1)
         naive = results["naive aiohttp proxy /page"]
-        for name, rps in results.items():
-            print(f"{name}  {rps:8.0f} req/s  vs naive proxy {rps / naive:.2f}x")
+        for name, measured in results.items():
+            print(f"{name}  {measured:8.0f} req/s  vs naive proxy {measured / naive:.2f}x")
     finally:
         for proc in procs:
             proc.kill()
-
-
-def _rps(url: str, duration_s: float, concurrency: int) -> float:
-    if shutil.which("wrk"):
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", url],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        if match is None or "Non-2xx" in out:
-            raise RuntimeError(f"wrk failed on {url}:\n{out}")
-        return float(match.group(1))
-    return load_in_processes(url, duration_s=duration_s, concurrency=concurrency, processes=1)
 
 
 if __name__ == "__main__":

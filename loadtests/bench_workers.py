@@ -23,8 +23,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from loadtests.bench_hit import fetch, rps
-from loadtests.common import free_port, start_process
+from loadtests.bench_hit import fetch
+from loadtests.common import free_port, rps, start_process
 
 WEAVER = (sys.executable, "-m", "weaver.proxy.cli")
 PAGE = b"<!doctype html><p>" + b"cached page " * 1700 + b"</p>"

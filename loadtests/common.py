@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import re
+import shutil
 import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -115,3 +118,22 @@ def free_port_pair() -> int:
                 continue
         return port
     raise RuntimeError("no two consecutive free ports")
+
+
+def rps(url: str, duration_s: float, concurrency: int, *, processes: int = 2) -> float:
+    """Requests per second on ``url``: wrk when installed, else Python clients in
+    ``processes`` processes. Raises RuntimeError when wrk saw non-2xx answers."""
+    if shutil.which("wrk"):
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if match is None or "Non-2xx" in out:
+            raise RuntimeError(f"wrk failed on {url}:\n{out}")
+        return float(match.group(1))
+    return load_in_processes(
+        url, duration_s=duration_s, concurrency=concurrency, processes=processes
+    )

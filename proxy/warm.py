@@ -239,13 +239,11 @@ async def warm(
     http: aiohttp.ClientSession,
 ) -> None:
     """Ask for every URL through ``endpoint``, ``concurrency`` at a time; report each."""
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for url in urls:
-        queue.put_nowait(url)
+    pending = iter(urls)  # shared by the workers: each takes the next URL (the list is
+    # bounded where it was read: MAX_SITEMAP_URLS)
 
     async def worker() -> None:
-        while not queue.empty():
-            url = queue.get_nowait()
+        for url in pending:
             on_result(await _warm_one(http, url, endpoint, timeout_s))
 
     async with asyncio.TaskGroup() as tasks:
