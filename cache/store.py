@@ -53,6 +53,7 @@ Blocking calls run in ``asyncio.to_thread``; the calls made on the loop are name
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import hashlib
 import io
@@ -285,6 +286,7 @@ class Store:
         # Manifests are small and read on every hit: the last MAX_MANIFESTS read or
         # written by this process stay in memory, bodies on disk (the disk-tier hit).
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
+        self._can_read_nowait = _HAS_NOWAIT
         self.memory_evictions = 0  # entries the memory tier dropped for room (metrics)
         self._tmp = self.directory / "tmp" / f"{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -374,7 +376,7 @@ class Store:
         Fast: a few metadata syscalls and one non-blocking read."""
         with self._verified_lock:
             seen = self._verified.get(manifest.blob)
-        if seen is None or seen.size != manifest.size or not _HAS_NOWAIT:
+        if seen is None or seen.size != manifest.size or not self._can_read_nowait:
             return None
         try:
             fd = os.open(seen.path, os.O_RDONLY)
@@ -394,7 +396,9 @@ class Store:
             if os.preadv(fd, [buffer], 0, os.RWF_NOWAIT) != manifest.size:
                 return None
             return bytes(buffer)
-        except OSError:  # EAGAIN (not cached), EOPNOTSUPP (file system): the thread path
+        except OSError as exc:  # EAGAIN: not in the page cache; the thread path reads it
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                self._can_read_nowait = False  # this file system cannot: stop trying
             return None
         finally:
             os.close(fd)
