@@ -4,10 +4,8 @@ own process and cache directory, the same session secret and Redis."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.integration.harness import html
 from tests.servers import serve_app
+from tests.weaver_process import spawn_serve
 
 SECRET = "nodes-share-this-secret"
 TOKEN = "nodes-publish-token"
@@ -94,22 +93,7 @@ def write_config(directory: Path, origin_url: str, redis_url: str) -> Path:
 
 
 async def start_node(config: Path) -> Node:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "weaver.proxy.cli",
-        "--log-level",
-        "WARNING",
-        "serve",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        env=dict(os.environ),
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-    assert "serving on " in line, line
-    url = line.split("serving on ", 1)[1].strip().rstrip("/")
+    proc, url = await spawn_serve(config)
     async with aiohttp.ClientSession() as http:
         async with http.get(url + "/_weaver/client.js") as resp:
             found = re.search(r"ws://\{host\}:(\d+)/", await resp.text())

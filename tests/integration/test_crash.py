@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from tests.servers import serve_app
+from tests.weaver_process import spawn_serve
 from weaver.cache.store import Store
 
 ROUNDS = 6
@@ -36,24 +36,6 @@ async def streaming_page(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def start_weaver(config: Path) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "weaver.proxy.cli",
-        "--log-level",
-        "WARNING",
-        "serve",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = (await proc.stdout.readline()).decode()
-    assert "serving on" in line, line
-    return proc, line.split("serving on ", 1)[1].strip().rstrip("/")
-
-
 async def hit(client: aiohttp.ClientSession, url: str) -> None:
     try:
         async with client.get(url) as resp:
@@ -75,7 +57,7 @@ async def test_sigkill_mid_fill_leaves_only_complete_entries(tmp_path: Path) -> 
             '[[route]]\npath = "/"\norigin = "o"\n'
         )
         for round_ in range(ROUNDS):
-            proc, url = await asyncio.wait_for(start_weaver(config), 30)
+            proc, url = await asyncio.wait_for(spawn_serve(config), 30)
             try:
                 async with asyncio.TaskGroup() as tasks:
                     for i in range(8):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from tests.servers import serve_app
+from tests.weaver_process import spawn_serve
 
 CHUNK = b"\x00\x01\x02\x03" * (64 * 1024 // 4)
 TOTAL = 1024**3  # 1 GiB
@@ -42,21 +42,8 @@ async def test_a_gigabyte_passes_through_in_constant_memory(tmp_path: Path) -> N
             f'[cache]\ndir = "{tmp_path / "cache"}"\n'
             f'[[origin]]\nname = "o"\nurl = "{origin_url}"\n[[route]]\npath = "/"\norigin = "o"\n'
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "weaver.proxy.cli",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.PIPE,
-        )
+        proc, url = await spawn_serve(config)
         try:
-            assert proc.stdout is not None
-            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-            url = line.split("serving on ", 1)[1].strip().rstrip("/")
             baseline = rss_bytes(proc.pid)
             peak = baseline
             received = 0
