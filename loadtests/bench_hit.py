@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from loadtests.common import free_port, rps, start_process
+from loadtests.common import free_port, rps, start_edge_process, start_process
 from weaver.config.load import build_config
-from weaver.proxy.app import build_app
+from weaver.config.schema import Config
 
 CACHE = {"Cache-Control": "max-age=3600"}
 FRAGMENT = "<li>" + "fragment text " * 60 + "</li>"
@@ -81,8 +81,8 @@ def file_app(path: str) -> web.Application:
     return app
 
 
-def weaver_app(origin_port: int, cache_dir: str, memory_size: str) -> web.Application:
-    config = build_config(
+def weaver_config(origin_port: int, cache_dir: str, memory_size: str) -> Config:
+    return build_config(
         {
             "cache": {"dir": cache_dir, "memory_size": memory_size},
             "origin": [{"name": "o", "url": f"http://127.0.0.1:{origin_port}"}],
@@ -90,7 +90,6 @@ def weaver_app(origin_port: int, cache_dir: str, memory_size: str) -> web.Applic
         },
         "<bench>",
     )
-    return build_app(config)
 
 
 def fetch(url: str) -> tuple[bytes, str]:
@@ -108,8 +107,11 @@ def main() -> None:
     procs = [start_process(origin_app, origin_port)]
     with tempfile.TemporaryDirectory() as mem_dir, tempfile.TemporaryDirectory() as disk_dir:
         try:
-            procs.append(start_process(weaver_app, memory_port, origin_port, mem_dir, "64MiB"))
-            procs.append(start_process(weaver_app, disk_port, origin_port, disk_dir, "0"))
+            # Weaver as weaver serve runs it: its listener, the hit lane ahead of the router.
+            procs.append(
+                start_edge_process(weaver_config, memory_port, origin_port, mem_dir, "64MiB")
+            )
+            procs.append(start_edge_process(weaver_config, disk_port, origin_port, disk_dir, "0"))
             bodies = dict(BODIES)
             for port in (memory_port, disk_port):
                 for path in (*BODIES, "/asm"):

@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from weaver.config.schema import Config
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -44,8 +46,14 @@ def start_process(
     factory: Callable[..., web.Application], port: int, *args: Any
 ) -> mp.process.BaseProcess:
     """Run ``factory(*args)`` as an aiohttp app in a child process on ``port``."""
+    return _start(_serve_forever, factory, port, args)
+
+
+def _start(
+    target: Callable[..., None], factory: Callable[..., Any], port: int, args: tuple[Any, ...]
+) -> mp.process.BaseProcess:
     ctx = mp.get_context("spawn")
-    proc = ctx.Process(target=_serve_forever, args=(factory, port, args), daemon=True)
+    proc = ctx.Process(target=target, args=(factory, port, args), daemon=True)
     proc.start()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -56,6 +64,32 @@ def start_process(
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"server on port {port} did not start")
+
+
+def _serve_edge_forever(
+    config_factory: Callable[..., Config], port: int, args: tuple[Any, ...]
+) -> None:
+    import uvloop
+
+    from weaver.proxy.app import build_app, lane_front
+    from weaver.proxy.listener import EdgeRunner
+
+    async def main() -> None:
+        config = config_factory(*args)
+        runner = EdgeRunner(build_app(config), config.server, front=lane_front)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def start_edge_process(
+    config_factory: Callable[..., Config], port: int, *args: Any
+) -> mp.process.BaseProcess:
+    """Run Weaver as ``weaver serve`` runs it (its listener, the hit lane ahead of the
+    router) for ``config_factory(*args)`` in a child process on ``port``."""
+    return _start(_serve_edge_forever, config_factory, port, args)
 
 
 async def load(url: str, *, duration_s: float, concurrency: int) -> float:

@@ -18,7 +18,7 @@ from weaver.config.errors import WeaverError
 from weaver.config.load import build_config, load_config, parse_host_port
 from weaver.config.schema import Config, ServerConfig
 from weaver.proxy import worker
-from weaver.proxy.app import build_app
+from weaver.proxy.app import build_app, lane_front
 from weaver.proxy.demo.origin import build_origin
 from weaver.proxy.listener import EdgeRunner
 from weaver.proxy.node import Node
@@ -53,7 +53,7 @@ async def start_site(
     sizes, the drain deadline on shutdown): see :mod:`weaver.proxy.listener`.
     """
     if server is not None:
-        runner: web.AppRunner = EdgeRunner(app, server)
+        runner: web.AppRunner = EdgeRunner(app, server, front=lane_front)
     else:
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()

@@ -223,7 +223,14 @@ async def _replay(
         vary = parse_vary(stored.get("Vary"))
         if vary is not None and set(vary) <= {"accept-encoding"}:
             negotiable = is_negotiable(stored, status=manifest.status, size=manifest.size)
-            lane.record(visit.request, key, manifest, response, is_negotiable=negotiable)
+            lane.record(
+                visit.request,
+                key,
+                manifest,
+                response,
+                is_negotiable=negotiable,
+                route=visit.route.path,
+            )
     return response
 
 

@@ -70,6 +70,7 @@ class _Lane:
     stored_at: float
     initial_age_s: float
     is_negotiable: bool  # answered in the visitor's coding (else always identity)
+    route: str  # the route's path, for metrics
     answers: dict[Encoding | None, _Answer] = field(default_factory=dict)
 
 
@@ -84,7 +85,7 @@ class HitLane:
         self._date_second = -1
         self._date = b""
 
-    def answer(self, request: web.Request) -> web.StreamResponse | None:
+    def answer(self, request: web.BaseRequest) -> LaneResponse | None:
         """The recorded answer for ``request``, or None: take the ordinary path."""
         if request.method != "GET":
             return None
@@ -117,7 +118,7 @@ class HitLane:
             tail += b"Connection: close\r\n"
         elif request.version < HttpVersion11:
             tail += b"Connection: keep-alive\r\n"
-        return _Prepared(answer.head + tail + b"\r\n", body, keep_alive)
+        return LaneResponse(answer.head + tail + b"\r\n", body, keep_alive, lane.route)
 
     def record(
         self,
@@ -127,6 +128,7 @@ class HitLane:
         response: web.Response,
         *,
         is_negotiable: bool,
+        route: str,
     ) -> None:
         """Remember ``response`` (an ordinary hit's, not yet sent) for ``request``."""
         body = response.body
@@ -157,6 +159,7 @@ class HitLane:
                 stored_at=freshness.stored_at,
                 initial_age_s=freshness.initial_age_s,
                 is_negotiable=is_negotiable,
+                route=route,
             )
             self._lanes[place] = lane
         # The identity body stays the store's (memory tier or page cache): the lane keeps
@@ -197,16 +200,17 @@ def _serialise_head(response: web.Response) -> bytes:
 _LANE_HEADERS = {"X-Weaver-Cache": "HIT"}
 
 
-class _Prepared(web.StreamResponse):
+class LaneResponse(web.StreamResponse):
     """A response whose bytes were prepared by the lane: written as they are."""
 
-    def __init__(self, head: bytes, body: bytes, keep_alive: bool) -> None:
+    def __init__(self, head: bytes, body: bytes, keep_alive: bool, route: str) -> None:
         # Not serialised (prepare writes the prepared bytes): what access logs and
         # metrics read of the response.
         super().__init__(headers=_LANE_HEADERS)
         self._head = head
         self._data = body
         self._keep_alive = keep_alive
+        self.route = route
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         writer = request.writer

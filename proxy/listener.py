@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from weaver.config.schema import ServerConfig
@@ -60,10 +62,22 @@ class _HeadTimedHandler(RequestHandler):
         self.force_close()
 
 
+# Answers a request before the router and the middlewares, or None to pass it on.
+Front = Callable[[BaseRequest], web.StreamResponse | None]
+
+
 class _Server(Server):
-    def __init__(self, made: Server, header_timeout_s: float) -> None:
+    def __init__(self, made: Server, header_timeout_s: float, front: Front | None) -> None:
+        handler = made.request_handler
+        if front is not None:
+            app_handler = handler
+
+            async def handler(request: BaseRequest) -> web.StreamResponse:
+                answered = front(request)
+                return answered if answered is not None else await app_handler(request)
+
         super().__init__(
-            made.request_handler,
+            handler,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
@@ -78,9 +92,19 @@ class _Server(Server):
 
 
 class EdgeRunner(web.AppRunner):
-    """An AppRunner whose connections have the limits of ``server`` config."""
+    """An AppRunner whose connections have the limits of ``server`` config.
 
-    def __init__(self, app: web.Application, server: ServerConfig) -> None:
+    ``front(app)``, called once the app has started, may give a :data:`Front`: the hit
+    lane answers there, ahead of aiohttp's router and middlewares (built per request).
+    """
+
+    def __init__(
+        self,
+        app: web.Application,
+        server: ServerConfig,
+        *,
+        front: Callable[[web.Application], Front | None] | None = None,
+    ) -> None:
         super().__init__(
             app,
             handler_cancellation=True,  # a client that leaves cancels the work for it
@@ -91,6 +115,9 @@ class EdgeRunner(web.AppRunner):
             shutdown_timeout=server.drain_timeout_s,
         )
         self._header_timeout_s = server.header_timeout_s
+        self._front = front
 
     async def _make_server(self) -> Server:
-        return _Server(await super()._make_server(), self._header_timeout_s)
+        made = await super()._make_server()  # the app has started: its edge exists
+        front = self._front(self.app) if self._front is not None else None
+        return _Server(made, self._header_timeout_s, front)

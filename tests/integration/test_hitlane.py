@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 
 import aiohttp
 from aiohttp import web
 
-from tests.integration.harness import TOKEN, html, weaver_stack
-from tests.servers import Handler
+from tests.integration.harness import TOKEN, html, weaver_config, weaver_stack
+from tests.servers import Handler, serve_app
+from weaver.proxy.app import build_app, lane_front
 from weaver.proxy.edge import EDGE_KEY
 from weaver.proxy.hitlane import HitLane
+from weaver.proxy.listener import EdgeRunner
 
 PAGE = "<p>" + "lane " * 400 + "</p>"
 _IGNORED = {"date", "age", "server-timing", "server"}
@@ -118,3 +121,41 @@ async def test_pages_with_suspense_never_take_the_lane() -> None:
             async with client.get(stack.url + "/") as resp:
                 await resp.read()
                 assert "weaver_session=" in resp.headers["Set-Cookie"]
+
+
+async def test_the_listener_answers_lane_hits_ahead_of_the_router_and_counts_them() -> None:
+    count: dict[str, int] = {}
+    origin = web.Application()
+    origin.router.add_get("/", counted(count, PAGE, **{"Cache-Control": "max-age=600"}))
+    async with serve_app(origin) as origin_url:
+        with tempfile.TemporaryDirectory() as cache_dir:
+            config = weaver_config(origin_url, cache_dir)
+            runner = EdgeRunner(build_app(config), config.server, front=lane_front)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started
+            url = f"http://127.0.0.1:{port}"
+            try:
+                async with asyncio.timeout(10), aiohttp.ClientSession() as client:
+                    async with client.get(url + "/_weaver/metrics") as resp:
+                        before = _hits(await resp.text())
+                    timings = []
+                    for _ in range(4):
+                        async with client.get(url + "/") as resp:
+                            assert await resp.read() == PAGE.encode()
+                            timings.append(resp.headers["Server-Timing"])
+                    async with client.get(url + "/_weaver/metrics") as resp:
+                        after = _hits(await resp.text())
+            finally:
+                await runner.cleanup()
+    assert count == {"/": 1}
+    assert timings[2:] == ["cache;desc=hit", "cache;desc=hit"]  # the lane, at the listener
+    assert after - before == 3.0  # the ordinary hit and the two lane hits (counters are
+    # process-wide: other tests' hits are in both figures)
+
+
+def _hits(metrics_text: str) -> float:
+    prefix = 'weaver_requests_total{cache="HIT",route="/",status="2xx"} '
+    found = [line for line in metrics_text.splitlines() if line.startswith(prefix)]
+    return float(found[0].removeprefix(prefix)) if found else 0.0
