@@ -13,21 +13,15 @@ Run: ``python -m loadtests.bench_compression [--duration 5] [--concurrency 64]``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing as mp
-import re
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.request
-from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from loadtests.common import free_port, start_process
+from loadtests.common import free_port, rps, start_process
 from weaver.config.load import build_config
 from weaver.proxy.app import build_app
 from weaver.proxy.compress import AVAILABLE, Encoding, compress_whole
@@ -83,70 +77,6 @@ def fetch(url: str, accept: str) -> tuple[bytes, int, str, str]:
         return body, header_bytes, cache, resp.headers.get("Content-Encoding", "identity")
 
 
-async def _load(url: str, accept: str, duration_s: float, concurrency: int) -> float:
-    count = 0
-    deadline = time.perf_counter() + duration_s
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    headers = {"Accept-Encoding": accept}
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as client:
-
-        async def worker() -> None:
-            nonlocal count
-            while time.perf_counter() < deadline:
-                async with client.get(url, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        raise RuntimeError(f"{url} answered {resp.status}")
-                count += 1
-
-        started = time.perf_counter()
-        async with asyncio.TaskGroup() as tasks:
-            for _ in range(concurrency):
-                tasks.create_task(worker())
-        return count / (time.perf_counter() - started)
-
-
-def _load_child(url: str, accept: str, duration_s: float, concurrency: int, out: Any) -> None:
-    import uvloop
-
-    out.put(uvloop.run(_load(url, accept, duration_s, concurrency)))
-
-
-def rps(url: str, accept: str, duration_s: float, concurrency: int) -> float:
-    if shutil.which("wrk"):
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t2",
-                f"-c{concurrency}",
-                f"-d{max(1, round(duration_s))}s",
-                "-H",
-                f"Accept-Encoding: {accept}",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=duration_s + 60,
-        ).stdout
-        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        if match is None or "Non-2xx" in out:
-            raise RuntimeError(f"wrk failed on {url}:\n{out}")
-        return float(match.group(1))
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=_load_child, args=(url, accept, duration_s, concurrency // 2, queue))
-        for _ in range(2)
-    ]
-    for proc in procs:
-        proc.start()
-    total = sum(float(queue.get(timeout=duration_s + 60)) for _ in procs)
-    for proc in procs:
-        proc.join(timeout=10)
-    return total
-
-
 def make_cost_ms(encoding: Encoding, rounds: int = 20) -> float:
     """What making one variant of the page costs, here, in milliseconds (median)."""
     samples = []
@@ -185,7 +115,12 @@ def main() -> None:
             results: dict[str, dict[str, float]] = {}
             for coding in codings:
                 body_bytes, wire_bytes = sizes[coding]
-                rate = rps(url, ACCEPTS[coding], args.duration, args.concurrency)
+                rate = rps(
+                    url,
+                    args.duration,
+                    args.concurrency,
+                    headers={"Accept-Encoding": ACCEPTS[coding]},
+                )
                 results[coding] = {"rps": round(rate), "body": body_bytes, "wire": wire_bytes}
                 made = (
                     ""

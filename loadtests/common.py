@@ -92,17 +92,20 @@ def start_edge_process(
     return _start(_serve_edge_forever, config_factory, port, args)
 
 
-async def load(url: str, *, duration_s: float, concurrency: int) -> float:
-    """Requests per second that ``concurrency`` clients get from ``url`` over ``duration_s``."""
+async def load(
+    url: str, *, duration_s: float, concurrency: int, headers: dict[str, str] | None = None
+) -> float:
+    """Requests per second that ``concurrency`` clients get from ``url`` over ``duration_s``
+    (bodies read as sent: not decompressed)."""
     count = 0
     deadline = time.perf_counter() + duration_s
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as client:
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as client:
 
         async def worker() -> None:
             nonlocal count
             while time.perf_counter() < deadline:
-                async with client.get(url) as resp:
+                async with client.get(url, headers=headers) as resp:
                     await resp.read()
                     if resp.status != 200:
                         raise RuntimeError(f"{url} answered {resp.status}")
@@ -115,18 +118,27 @@ async def load(url: str, *, duration_s: float, concurrency: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-def _load_child(url: str, duration_s: float, concurrency: int, out: Any) -> None:
+def _load_child(
+    url: str, duration_s: float, concurrency: int, headers: dict[str, str] | None, out: Any
+) -> None:
     import uvloop
 
-    out.put(uvloop.run(load(url, duration_s=duration_s, concurrency=concurrency)))
+    out.put(uvloop.run(load(url, duration_s=duration_s, concurrency=concurrency, headers=headers)))
 
 
-def load_in_processes(url: str, *, duration_s: float, concurrency: int, processes: int) -> float:
+def load_in_processes(
+    url: str,
+    *,
+    duration_s: float,
+    concurrency: int,
+    processes: int,
+    headers: dict[str, str] | None = None,
+) -> float:
     """Total req/s from ``processes`` load processes (a Python client is itself a bottleneck)."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_load_child, args=(url, duration_s, concurrency, out))
+        ctx.Process(target=_load_child, args=(url, duration_s, concurrency, headers, out))
         for _ in range(processes)
     ]
     for proc in procs:
@@ -154,20 +166,35 @@ def free_port_pair() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
-def rps(url: str, duration_s: float, concurrency: int, *, processes: int = 2) -> float:
+def rps(
+    url: str,
+    duration_s: float,
+    concurrency: int,
+    *,
+    processes: int = 2,
+    headers: dict[str, str] | None = None,
+) -> float:
     """Requests per second on ``url``: wrk when installed, else Python clients in
     ``processes`` processes. Raises RuntimeError when wrk saw non-2xx answers."""
     if shutil.which("wrk"):
+        extra = [
+            arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")
+        ]
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", url],
+            ["wrk", "-t2", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", *extra, url],
             capture_output=True,
             text=True,
             check=True,
+            timeout=duration_s + 60,
         ).stdout
         match = re.search(r"Requests/sec:\s+([\d.]+)", out)
         if match is None or "Non-2xx" in out:
             raise RuntimeError(f"wrk failed on {url}:\n{out}")
         return float(match.group(1))
     return load_in_processes(
-        url, duration_s=duration_s, concurrency=concurrency, processes=processes
+        url,
+        duration_s=duration_s,
+        concurrency=max(1, concurrency // processes),
+        processes=processes,
+        headers=headers,
     )
