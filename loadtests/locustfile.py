@@ -73,6 +73,9 @@ class PageVisitor(HttpUser):
     weight = 3
     wait_time = between(0.5, 2)
 
+    def on_start(self) -> None:
+        self.first_visit()  # every visitor arrives once without a cookie
+
     @task(3)
     def cached_page(self) -> None:
         path = random.choice(CACHED_PATHS)
