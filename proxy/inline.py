@@ -128,7 +128,10 @@ class InlineSlots:
         self._make = make_producer
         self._max_pending_bytes = max_pending_bytes
         self._pending_bytes = 0
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()  # bounded by _pending_bytes
+        # Bounded by bytes, not count: past max_pending_bytes queued, the slot that would
+        # add more fails instead (overflow policy FAIL_SLOT: slot-error "error", the
+        # fallback stays); ends and markers are tiny and one per slot event.
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._group = asyncio.TaskGroup()
         self._tasks: list[asyncio.Task[None]] = []
         self._started: set[str] = set()
