@@ -1,15 +1,13 @@
-"""A transparent edge: what reaches the origin, per route mode and per kind of request.
+"""A transparent edge, end to end: what visitors get from a real Weaver in front of a real
+origin, where the answer depends on several modules at once (handler, fills, weave, store).
 
-The origin here echoes and records what it receives; each test asserts, from the origin's
-side, which classes of visitor header arrived (credentials, content negotiation, custom
-headers, forwarding headers) and from the client's side what it got back.
+The forwarding rules themselves (which headers reach the origin) are in
+tests/proxy/test_forwarding.py; the listener's limits in tests/proxy/test_listener.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -17,27 +15,9 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from tests.integration.harness import Recorder, html, recording, weaver_stack
-from tests.servers import Handler, serve_app
-from weaver.config.load import build_config
-from weaver.proxy.app import build_app
+from tests.integration.harness import Recorder, html, weaver_stack
+from tests.servers import Handler
 from weaver.proxy.edge import EDGE_KEY
-from weaver.proxy.listener import EdgeRunner
-
-VISITOR = {
-    "Cookie": "sid=secret; weaver_session=abc.1.sig",
-    "Authorization": "Bearer visitor-token",
-    "User-Agent": "visitor-agent/1",
-    "Accept-Language": "fr",
-    "Referer": "http://shop.example/from",
-    "X-CSRF-Token": "csrf-1",
-    "X-Custom": "custom-1",
-    "X-Forwarded-Host": "evil.example",
-    "X-Forwarded-Proto": "gopher",
-    "X-Forwarded-For": "6.6.6.6",
-    "Forwarded": "for=6.6.6.6",
-}
-PERSONAL = ("cookie", "authorization", "user-agent", "referer", "x-csrf-token", "x-custom")
 
 
 def page(text: str, **headers: str) -> Handler:
@@ -45,211 +25,6 @@ def page(text: str, **headers: str) -> Handler:
         return html(text, **headers)
 
     return handler
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Poll ``condition``: what it watches (the origin's view) has no event to wait on."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
-def seen(rec: Recorder, path: str) -> dict[str, str]:
-    return {k.lower(): v for k, v in rec.headers[path].items()}
-
-
-def assert_forwarding_is_weavers(headers: Mapping[str, str], *, with_peer: bool) -> None:
-    assert headers["x-forwarded-proto"] == "http"  # the client's "gopher" is replaced
-    assert headers["x-forwarded-host"].startswith("127.0.0.1:")  # not evil.example
-    assert "evil.example" not in headers["forwarded"] and "6.6.6.6" not in headers["forwarded"]
-    if with_peer:
-        assert headers["x-forwarded-for"] == "127.0.0.1"  # replaced: the peer is not trusted
-        assert headers["forwarded"].startswith("for=127.0.0.1;proto=http;host=")
-    else:
-        assert "x-forwarded-for" not in headers
-
-
-ROUTES: dict[str, Handler] = {
-    "/page": page(
-        '<p><esi:include src="/frag"/><weaver-include src="/personal" mode="suspense">'
-        "…</weaver-include></p>"
-    ),
-    "/frag": page("fragment"),
-    "/personal": page("yours"),
-    "/asset.css": page("body{}"),
-}
-
-
-async def _visit_everything(rec: Recorder, **route: object) -> None:
-    async def post(request: web.Request) -> web.Response:
-        body = await request.read()
-        return web.json_response({"length": request.headers.get("Content-Length"), "n": len(body)})
-
-    routes = {**ROUTES, "/form": post}
-    async with (
-        asyncio.timeout(10),
-        weaver_stack(routes, rec, **route) as stack,
-        aiohttp.ClientSession() as client,
-    ):
-        for path in ("/page", "/asset.css"):
-            async with client.get(stack.url + path, headers=VISITOR) as resp:
-                assert resp.status == 200
-                await resp.read()
-        async with client.post(stack.url + "/form", data=b"x" * 1000, headers=VISITOR) as resp:
-            assert await resp.json() == {"length": "1000", "n": 1000}  # not re-chunked
-        await _until(lambda: "/personal" in rec.finished)
-
-
-async def test_an_ordinary_route_forwards_every_visitor_header_to_every_request() -> None:
-    rec = Recorder()
-    await _visit_everything(rec)
-    for path in ("/page", "/frag", "/personal", "/asset.css", "/form"):
-        headers = seen(rec, path)
-        for name in PERSONAL:
-            assert name in headers, (path, name)
-        assert headers["cookie"] == "sid=secret", path  # weaver_session never forwarded
-        assert headers["accept-language"] == "fr"
-        assert_forwarding_is_weavers(headers, with_peer=True)
-        assert "connection" not in headers or headers["connection"] != "keep-alive, x-custom"
-
-
-async def test_a_shared_route_sends_its_shell_and_fragments_the_canonical_request() -> None:
-    rec = Recorder()
-    await _visit_everything(rec, shared=True, vary=["Accept-Language", "Cookie"])
-    for path in ("/page", "/frag", "/asset.css"):
-        headers = seen(rec, path)
-        for name in PERSONAL:
-            assert name not in headers, (path, name)  # even when vary names Cookie
-        assert headers["accept-language"] == "fr"  # in the key, so in the request
-        assert_forwarding_is_weavers(headers, with_peer=False)
-    # Suspense is personal: always the visitor's headers; unsafe methods too.
-    for path in ("/personal", "/form"):
-        headers = seen(rec, path)
-        for name in PERSONAL:
-            assert name in headers, (path, name)
-        assert headers["cookie"] == "sid=secret"
-        assert_forwarding_is_weavers(headers, with_peer=True)
-
-
-async def test_hop_by_hop_and_connection_named_headers_are_not_forwarded() -> None:
-    rec = Recorder()
-    async with (
-        asyncio.timeout(10),
-        weaver_stack(ROUTES, rec) as stack,
-        aiohttp.ClientSession() as client,
-    ):
-        headers = {"Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1", "TE": "trailers"}
-        async with client.get(stack.url + "/asset.css", headers=headers) as resp:
-            await resp.read()
-    got = seen(rec, "/asset.css")
-    assert "x-secret-hop" not in got and "te" not in got
-
-
-async def test_x_forwarded_for_is_appended_only_for_a_trusted_proxy() -> None:
-    rec = Recorder()
-    async with (
-        asyncio.timeout(10),
-        weaver_stack(ROUTES, rec) as stack,
-        aiohttp.ClientSession() as client,
-    ):
-        # The test's weaver_stack has no trusted proxies: replaced.
-        async with client.get(stack.url + "/asset.css", headers=VISITOR) as resp:
-            await resp.read()
-    assert seen(rec, "/asset.css")["x-forwarded-for"] == "127.0.0.1"
-
-    rec = Recorder()
-    origin = web.Application()
-    origin.router.add_route("*", "/asset.css", recording(rec, ROUTES["/asset.css"]))
-    async with serve_app(origin) as origin_url:
-        with tempfile.TemporaryDirectory() as cache_dir:
-            config = build_config(
-                {
-                    "server": {"trusted_proxies": ["127.0.0.0/8"]},
-                    "cache": {"dir": cache_dir},
-                    "origin": [{"name": "o", "url": origin_url, "preserve_host": True}],
-                    "route": [{"path": "/", "origin": "o"}],
-                },
-                "<test>",
-            )
-            async with (
-                serve_app(build_app(config)) as url,
-                aiohttp.ClientSession() as client,
-            ):
-                headers = {"X-Forwarded-For": "10.1.2.3", "Host": "shop.example"}
-                async with client.get(url + "/asset.css", headers=headers) as resp:
-                    await resp.read()
-    got = seen(rec, "/asset.css")
-    assert got["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"
-    assert got["host"] == "shop.example"  # preserve_host
-    assert got["x-forwarded-host"] == "shop.example"
-
-
-def _login_app() -> dict[str, Handler]:
-    """A small app with a login, an account page, a JSON API and CSRF checks."""
-
-    async def login(request: web.Request) -> web.Response:
-        form = await request.post()
-        if form.get("password") != "pw":
-            return web.Response(status=403, text="no")
-        response = web.HTTPSeeOther("/account")
-        response.set_cookie("auth", "alice", httponly=True)
-        raise response
-
-    async def account(request: web.Request) -> web.Response:
-        if request.cookies.get("auth") != "alice":
-            return web.Response(status=401, text="log in first")
-        lang = request.headers.get("Accept-Language", "en")
-        return html(f"Welcome alice ({lang})", **{"Cache-Control": "private"})
-
-    async def api(request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != "Bearer k":
-            return web.json_response({"error": "unauthorized"}, status=401)
-        if request.method == "POST" and request.headers.get("X-CSRF-Token") != "t":
-            return web.json_response({"error": "csrf"}, status=403)
-        return web.json_response({"user": "alice", "method": request.method})
-
-    return {"/login": login, "/account": account, "/api/me": api}
-
-
-async def _session_walk(base: str) -> list[tuple[int, str]]:
-    jar = aiohttp.CookieJar(unsafe=True)
-    out: list[tuple[int, str]] = []
-    async with aiohttp.ClientSession(cookie_jar=jar) as client:
-        async with client.get(base + "/account") as resp:
-            out.append((resp.status, await resp.text()))
-        async with client.post(base + "/login", data={"password": "pw"}) as resp:
-            out.append((resp.status, await resp.text()))  # followed the 303
-        async with client.get(base + "/account", headers={"Accept-Language": "fr"}) as resp:
-            out.append((resp.status, await resp.text()))
-        auth = {"Authorization": "Bearer k"}
-        async with client.get(base + "/api/me", headers=auth) as resp:
-            out.append((resp.status, await resp.text()))
-        async with client.post(base + "/api/me", headers=auth) as resp:
-            out.append((resp.status, await resp.text()))
-        async with client.post(base + "/api/me", headers={**auth, "X-CSRF-Token": "t"}) as resp:
-            out.append((resp.status, await resp.text()))
-    return out
-
-
-async def test_an_app_with_a_login_works_through_weaver_exactly_as_directly() -> None:
-    async with asyncio.timeout(10), weaver_stack(_login_app()) as stack:
-        direct = await _session_walk(stack.origin_url)
-        through = await _session_walk(stack.url)
-    assert direct[2] == (200, "Welcome alice (fr)")
-    assert through == direct
-
-
-async def test_expect_100_continue_reaches_the_origin_with_its_body() -> None:
-    async def echo(request: web.Request) -> web.Response:
-        return web.Response(body=await request.read())
-
-    async with (
-        asyncio.timeout(10),
-        weaver_stack({"/up": echo}) as stack,
-        aiohttp.ClientSession() as client,
-    ):
-        async with client.put(stack.url + "/up", data=b"payload", expect100=True) as resp:
-            assert (resp.status, await resp.read()) == (200, b"payload")
 
 
 async def test_a_post_invalidates_even_when_its_client_closes_at_once() -> None:
@@ -420,13 +195,17 @@ async def test_a_coalesced_follower_that_varies_gets_its_own_fetch() -> None:
     release = asyncio.Event()
     langs: list[str] = []
 
-    async def slow(request: web.Request) -> web.Response:
-        langs.append(request.headers.get("Accept-Language", ""))
-        await asyncio.wait_for(release.wait(), 5)
-        return html(
-            f"hello {langs[-1]}",
-            **{"Cache-Control": "max-age=60", "Vary": "Accept-Language"},
-        )
+    async def slow(request: web.Request) -> web.StreamResponse:
+        lang = request.headers.get("Accept-Language", "")
+        langs.append(lang)
+        headers = {"Content-Type": "text/html", "Cache-Control": "max-age=60"}
+        response = web.StreamResponse(headers={**headers, "Vary": "Accept-Language"})
+        await response.prepare(request)
+        await response.write(b"hello ")
+        await asyncio.wait_for(release.wait(), 5)  # the rest once every client has the start
+        await response.write(lang.encode())
+        await response.write_eof()
+        return response
 
     async with (
         asyncio.timeout(10),
@@ -434,18 +213,27 @@ async def test_a_coalesced_follower_that_varies_gets_its_own_fetch() -> None:
         aiohttp.ClientSession() as client,
     ):
 
-        async def get(lang: str) -> str:
+        async def get(lang: str, started: asyncio.Event) -> tuple[str, str]:
             async with client.get(stack.url + "/", headers={"Accept-Language": lang}) as resp:
-                return await resp.text()
+                first = await resp.content.readexactly(len(b"hello "))
+                started.set()  # streaming: a follower reads what the fill holds so far
+                rest = await resp.read()
+                return (first + rest).decode(), resp.headers["X-Weaver-Cache"]
 
+        started = {name: asyncio.Event() for name in ("en", "fr", "en2")}
         async with asyncio.TaskGroup() as tasks:
-            en = tasks.create_task(get("en"))
-            await _until(lambda: len(langs) == 1)
-            fr = tasks.create_task(get("fr"))
-            en2 = tasks.create_task(get("en"))
-            await asyncio.sleep(0.05)  # let both join the running fill
+            en = tasks.create_task(get("en", started["en"]))
+            await started["en"].wait()  # the fill is running and streaming
+            fr = tasks.create_task(get("fr", started["fr"]))
+            en2 = tasks.create_task(get("en", started["en2"]))
+            await started["fr"].wait()
+            await started["en2"].wait()  # before the fill ends: en2 can only be following it
             release.set()
-    assert (en.result(), fr.result(), en2.result()) == ("hello en", "hello fr", "hello en")
+    assert (en.result(), fr.result(), en2.result()) == (
+        ("hello en", "MISS"),
+        ("hello fr", "BYPASS"),  # its own fetch, private to it
+        ("hello en", "COALESCED"),
+    )
     assert sorted(langs) == ["en", "fr"]  # en2 followed the leader; fr fetched its own
 
 
@@ -504,46 +292,6 @@ async def test_fragment_requests_per_page_view_are_bounded_across_nesting() -> N
             body = await resp.text()
     assert len(rec.requests) == 1 + 100
     assert body.count("y") == 100 - 20 and "cut (limit)" in body
-
-
-async def test_a_slow_request_head_is_cut_at_the_header_timeout() -> None:
-    config = build_config(
-        {"server": {"header_timeout": "300ms"}, "cache": {"dir": ""}},
-        "<test>",
-    )
-    app = web.Application()
-
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app.router.add_get("/", ok)
-    runner = EdgeRunner(app, config.server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started
-    try:
-        async with asyncio.timeout(5):
-            # A whole request in time is answered, on the same connection twice.
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            for _ in range(2):
-                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
-            writer.close()
-            # A slowloris head, one byte at a time, is closed after the timeout.
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            for byte in b"GET / HTTP/1.1\r\nX-Slow: " + b"a" * 100:
-                if reader.at_eof():
-                    break
-                writer.write(bytes([byte]))
-                await asyncio.sleep(0.02)  # the point of the test: a client this slow
-            assert await reader.read() == b""  # closed without an answer
-            assert loop.time() - started < 4
-            writer.close()
-    finally:
-        await runner.cleanup()
 
 
 async def test_targets_that_differ_for_the_origin_never_share_an_entry() -> None:
