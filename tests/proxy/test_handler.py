@@ -1,5 +1,6 @@
-"""Compression on the live path (MISS, COALESCED, BYPASS): to enable once the handler
-wires weaver.proxy.compress.negotiate / apply_encoding / new_compressor.
+"""The page handler (proxy/handler.py) on the live path (MISS, COALESCED, BYPASS), through
+a real Weaver in front of a real origin: compression as the handler wires
+weaver.proxy.compress.negotiate / apply_encoding / new_compressor.
 
 What the origin streams reaches the visitor compressed as it arrives (a sync flush per
 chunk); what is stored is the identity body, so later hits are compressed from it once.
@@ -17,7 +18,7 @@ import brotli
 from aiohttp import web
 
 from tests.integration.harness import weaver_stack
-from tests.integration.test_compression import CACHE, PAGE, ROUTES, SCRIPT_GZ, get
+from tests.proxy.test_replay import CACHE, PAGE, ROUTES, SCRIPT_GZ, get
 from tests.servers import Handler
 
 
