@@ -21,13 +21,21 @@ async def no_task_left_running() -> AsyncIterator[None]:
     before = set(asyncio.all_tasks())
     yield
     current = asyncio.current_task()
-    for _ in range(50):
-        left = [t for t in asyncio.all_tasks() if t not in before and t is not current]
-        if not left:
-            return
-        await asyncio.sleep(0.01)
-    names = ", ".join(repr(t.get_coro()) for t in left)
-    pytest.fail(f"tasks left running after the test: {names}")
+
+    def still_running() -> set[asyncio.Task[object]]:
+        return {t for t in asyncio.all_tasks() if t not in before and t is not current}
+
+    # A task that is ending (its owner cancelled it) gets half a second to finish, waited
+    # on, not polled; one still running after that was left behind: the failure.
+    deadline = asyncio.get_running_loop().time() + 0.5
+    left = still_running()
+    while left:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            names = ", ".join(repr(t.get_coro()) for t in left)
+            pytest.fail(f"tasks left running after the test: {names}")
+        await asyncio.wait(left, timeout=remaining)
+        left = still_running()  # an ending task may have started another
 
 
 @pytest.fixture(scope="session")
