@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -125,7 +124,9 @@ async def test_two_visitors_share_the_paint_and_each_has_their_own_cart(demo: De
     assert "Wool socks" in await text(alice, ".cart")
     assert await button.get_attribute("data-weaver-ack") == "ok"
     assert await button.get_attribute("data-weaver-pending") is None
-    await asyncio.sleep(0.2)
+    # A message published now reaches Bob after anything sent to him before it.
+    await demo.publish("news", "after alice's cart")
+    await bob.wait_for_selector(".ticker li >> text=after alice's cart", timeout=10_000)
     assert "0 item(s) in your cart" in await text(bob, ".cart")  # Bob's cart is his own
     await alice.context.close()
     await bob.context.close()
@@ -154,7 +155,8 @@ async def test_a_dropped_connection_resumes_and_loses_nothing(demo: Demo) -> Non
     await page.wait_for_function(
         "document.querySelectorAll('.ticker li').length >= 10", timeout=15_000
     )
-    await asyncio.sleep(0.3)  # anything duplicated would have arrived by now
+    await demo.publish("news", "news 11")  # live, after the resume: arrives after any duplicate
+    await page.wait_for_selector(".ticker li >> text=news 11", timeout=15_000)
     items = await page.locator(".ticker li").all_inner_texts()
-    assert items == [f"news {i}" for i in range(1, 11)]
+    assert items == [f"news {i}" for i in range(1, 12)]
     await page.context.close()
