@@ -1,0 +1,105 @@
+"""``/_weaver/metrics`` (proxy/metrics.py): what a Prometheus scrape reads.
+
+Counters are process-wide, so each test reads a value before and after what it does and
+asserts the difference; the scrape is parsed with prometheus-client's own parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.harness import html, weaver_stack
+from weaver.cache.store import StoreUsage
+from weaver.proxy.metrics import observe_request, render
+from weaver.session import stats
+from weaver.session.stats import SessionEvent
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_requests_are_counted_by_route_cache_status_and_status_class() -> None:
+    labels = {"route": "/metrics-test", "cache": "MISS"}
+    before_2xx = _value("weaver_requests_total", status="2xx", **labels)
+    before_5xx = _value("weaver_requests_total", status="5xx", **labels)
+    for status in (200, 204, 299, 502):
+        observe_request("/metrics-test", "MISS", status)
+    assert _value("weaver_requests_total", status="2xx", **labels) == before_2xx + 3
+    assert _value("weaver_requests_total", status="5xx", **labels) == before_5xx + 1
+
+
+def test_session_events_move_the_session_gauges_and_counters() -> None:
+    names: tuple[tuple[str, dict[str, str]], ...] = (
+        ("weaver_session_sockets_open", {}),
+        ("weaver_session_messages_total", {"direction": "in"}),
+        ("weaver_session_messages_total", {"direction": "out"}),
+        ("weaver_session_outbox_overflows_total", {}),
+        ("weaver_session_closes_1013_total", {}),
+    )
+    before = [_value(name, **labels) for name, labels in names]
+    for event in (
+        SessionEvent.SOCKET_OPENED,
+        SessionEvent.SOCKET_OPENED,
+        SessionEvent.SOCKET_CLOSED,
+        SessionEvent.MESSAGE_IN,
+        SessionEvent.MESSAGE_OUT,
+        SessionEvent.MESSAGE_OUT,
+        SessionEvent.OUTBOX_OVERFLOW,
+        SessionEvent.CLOSE_1013,
+    ):
+        stats.count(event)
+    after = [_value(name, **labels) for name, labels in names]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 2, 1, 1]
+    stats.count(SessionEvent.SOCKET_CLOSED)  # leave the gauge as it was
+
+
+def test_a_render_ends_with_the_cache_s_figures() -> None:
+    usage = StoreUsage(
+        disk_bytes=4096, disk_items=3, memory_bytes=100, memory_entries=2, memory_evictions=1
+    )
+    text = render(usage).decode()
+    scraped = _scraped(text)
+    assert {name: value for (name, _), value in scraped.items() if "cache" in name} == {
+        "weaver_cache_disk_bytes": 4096,
+        "weaver_cache_disk_items": 3,
+        "weaver_cache_memory_bytes": 100,
+        "weaver_cache_memory_entries": 2,
+        "weaver_cache_memory_evictions": 1,
+    }
+    assert "weaver_requests_total" in text or "weaver_requests_created" in text
+    assert "weaver_cache" not in render(None).decode()  # no store: no cache figures
+
+
+async def test_a_scrape_is_prometheus_text_never_stored_with_the_node_s_cache_figures() -> None:
+    async def page(request: web.Request) -> web.Response:
+        return html("hello", **{"Cache-Control": "max-age=60"})
+
+    async with (
+        asyncio.timeout(10),
+        weaver_stack({"/": page}) as stack,
+        aiohttp.ClientSession() as client,
+    ):
+        async with client.get(stack.url + "/") as resp:
+            await resp.read()
+        async with client.get(stack.url + "/_weaver/metrics") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
+            assert resp.headers["Cache-Control"] == "no-store"
+            scraped = _scraped(await resp.text())
+    assert scraped[("weaver_cache_disk_items", ())] > 0  # the page just stored
+    route = (("cache", "MISS"), ("route", "/"), ("status", "2xx"))
+    assert scraped[("weaver_requests_total", route)] >= 1
