@@ -1,4 +1,5 @@
-"""``server.workers = 2``: two processes share the listener; a killed one is replaced."""
+"""The supervisor (proxy/supervisor.py) as operators run it: ``server.workers = 2``, two
+processes share the listener; a killed one is replaced."""
 
 from __future__ import annotations
 
