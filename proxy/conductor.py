@@ -30,7 +30,7 @@ from weaver.cache import freshness as fresh
 from weaver.cache import manifest as manifests
 from weaver.cache.freshness import CacheState
 from weaver.cache.keys import cache_key, normalise_url, parse_vary, request_vary_values
-from weaver.cache.manifest import Manifest, freshness_of
+from weaver.cache.manifest import Manifest
 from weaver.cache.store import BlobWriter, Store
 from weaver.config.schema import Config, IncludeMode, OriginConfig, RouteConfig
 from weaver.proxy.errors import FragmentError, FragmentLimit, OriginError
@@ -390,7 +390,7 @@ class Weave:
             if entry is not None and _is_fresh(entry.manifest, headers):
                 stored = CIMultiDictProxy(CIMultiDict(entry.manifest.headers))
                 self._on_status(plan, record, entry.manifest.status, stored, is_primary)
-                freshness = freshness_of(entry.manifest)
+                freshness = entry.manifest.freshness
                 record.ttl_left_s = freshness.lifetime_s - freshness.age(time.time())
                 record.is_cached = True
                 await self._stream(entry.body(), stored, url, inner, path, chain, record)
@@ -533,7 +533,7 @@ def _is_fresh(manifest: Manifest, sent: Mapping[str, str]) -> bool:
     vary = CIMultiDict(manifest.headers).get("Vary")
     if vary and (parse_vary(vary) is None or variant_of(sent, vary) != manifest.variant):
         return False
-    return freshness_of(manifest).state(time.time()) is CacheState.FRESH
+    return manifest.freshness.state(time.time()) is CacheState.FRESH
 
 
 async def _tee(body: AsyncIterator[bytes], writer: BlobWriter) -> AsyncIterator[bytes]:

@@ -312,13 +312,7 @@ async def _revalidated(
     manifest = manifests.replace(
         stale,
         headers=tuple(fresh.filter_stored_headers(merged)),
-        stored_at=freshness.stored_at,
-        initial_age_s=freshness.initial_age_s,
-        lifetime_s=freshness.lifetime_s,
-        stale_while_revalidate_s=freshness.stale_while_revalidate_s,
-        stale_if_error_s=freshness.stale_if_error_s,
-        must_revalidate=freshness.must_revalidate,
-        no_cache=freshness.no_cache,
+        freshness=freshness,
         is_soft_purged=False,
     )
     await edge.store.update_manifest(plan.key, manifest)

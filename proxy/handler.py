@@ -32,7 +32,7 @@ from weaver.cache.keys import (
     parse_vary,
     request_vary_values,
 )
-from weaver.cache.manifest import Manifest, freshness_of
+from weaver.cache.manifest import Manifest
 from weaver.cache.store import Entry
 from weaver.config.schema import SuspenseDelivery
 from weaver.proxy.compress import (
@@ -164,7 +164,7 @@ async def _cached(visit: Visit) -> web.StreamResponse:
     entry = await _lookup(visit, key)
     now = time.time()
     if entry is not None:
-        freshness = freshness_of(entry.manifest)
+        freshness = entry.manifest.freshness
         state = freshness.state(now)
         wants = fresh.request_wants(request.headers)
         if entry.manifest.is_soft_purged:
@@ -211,7 +211,7 @@ async def _replay(
             visit.request,
             entry,
             cache_status=cache_status,
-            age=freshness_of(manifest).age_header(now),
+            age=manifest.freshness.age_header(now),
             set_cookie=set_cookie,
             server_timing=f"cache;desc={cache_status.lower()};dur={lookup_s * 1000:.1f}",
         )
@@ -248,7 +248,7 @@ async def _replay_inline(
             entry,
             inline.tail(),
             cache_status=cache_status,
-            age=freshness_of(manifest).age_header(now),
+            age=manifest.freshness.age_header(now),
             set_cookie=set_cookie,
             server_timing=f"cache;desc={cache_status.lower()};dur={lookup_s * 1000:.1f}",
         )
@@ -423,12 +423,12 @@ def _response(head: Head, cache_status: str, *, is_coalesced: bool) -> web.Strea
 
 
 def _may_serve_stale_on_error(entry: Entry) -> bool:
-    state = freshness_of(entry.manifest).state(time.time(), origin_failed=True)
+    state = entry.manifest.freshness.state(time.time(), origin_failed=True)
     return state in (CacheState.STALE_IF_ERROR, CacheState.STALE_WHILE_REVALIDATE)
 
 
 async def _stale_on_error(request: web.Request, entry: Entry) -> web.StreamResponse:
-    age = freshness_of(entry.manifest).age_header(time.time())
+    age = entry.manifest.freshness.age_header(time.time())
     log.warning("origin failing for %s: serving stale (stale-if-error)", request.path)
     return await replay(request, entry, cache_status="STALE", age=age)
 

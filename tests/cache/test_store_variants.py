@@ -13,6 +13,7 @@ import pytest
 
 from weaver.cache import manifest as manifests
 from weaver.cache.errors import DamagedBlob
+from weaver.cache.freshness import Freshness
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import VARIANT_MAX_BYTES, Store, digest_of
 
@@ -26,9 +27,7 @@ def manifest(key: str) -> Manifest:
         headers=(("Content-Type", "text/html"),),
         blob="",
         size=0,
-        stored_at=1.0,
-        initial_age_s=0.0,
-        lifetime_s=60.0,
+        freshness=Freshness(stored_at=1.0, initial_age_s=0.0, lifetime_s=60.0),
     )
 
 
