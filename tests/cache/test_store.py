@@ -256,7 +256,7 @@ async def test_the_memory_tier_is_bounded(tmp_path: Path) -> None:
     async with Store(str(tmp_path), max_size_bytes=10**9, memory_max_bytes=100_000) as store:
         for i in range(10):
             await store.put(manifest(f"GET h/{i}"), bytes([i]) * 30_000)
-        assert store._memory_bytes <= 100_000
+        assert store._memory.bytes <= 100_000
         assert len(store._memory) == 3
         for i in range(10):  # evicted from memory, still on disk
             assert await read(store, f"GET h/{i}") == bytes([i]) * 30_000
