@@ -18,6 +18,14 @@ class DamagedBlob(CacheError):
         super().__init__(f"blob {digest} is damaged (its bytes hash to {actual})")
 
 
+class FollowerLagged(CacheError):
+    """A follower fell too far behind a fill that other clients keep up with."""
+
+
+class FillFailed(CacheError):
+    """The fill broke off after its head was sent; the follower's response is aborted."""
+
+
 class StoreError(CacheError):
     """The store could not read or write an entry (disk full, bad manifest…)."""
 

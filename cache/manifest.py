@@ -3,6 +3,9 @@
 A manifest names its body by content hash (``blob``); the body is stored once however
 many manifests name it. Manifests are JSON (msgspec), versioned, and a manifest that does
 not decode is a miss, never an error for the client.
+
+Version 2 embeds :class:`~weaver.cache.freshness.Freshness` whole (version 1 copied its
+seven fields); a version 1 manifest on disk does not decode and is a miss.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ import msgspec
 from weaver.cache.errors import StoreError
 from weaver.cache.freshness import Freshness
 
-VERSION = 1
+VERSION = 2
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
-    """A stored response. Times are seconds since the epoch; ``*_s`` are durations.
+    """A stored response.
 
     Attributes:
         key: the cache key it is stored under.
+        freshness: how long it is good for (RFC 9111 §4.2), fixed when it was stored.
         variant: the request's values of the origin's ``Vary`` headers at store time; a
             request with other values is a miss.
         slots: the page's suspense slots (slot id, fragment URL, timeout), started per
@@ -36,13 +40,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     headers: tuple[tuple[str, str], ...]
     blob: str
     size: int
-    stored_at: float
-    initial_age_s: float
-    lifetime_s: float
-    stale_while_revalidate_s: float = 0.0
-    stale_if_error_s: float = 0.0
-    must_revalidate: bool = False
-    no_cache: bool = False
+    freshness: Freshness
     etag: str | None = None
     last_modified: str | None = None
     tags: tuple[str, ...] = ()
@@ -54,8 +52,13 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     version: int = VERSION
 
 
+class _Versioned(msgspec.Struct):
+    version: int = 0
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Manifest)
+_version_decoder = msgspec.json.Decoder(_Versioned)
 
 
 def encode(manifest: Manifest) -> bytes:
@@ -69,6 +72,12 @@ def decode(data: bytes) -> Manifest:
     try:
         manifest = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        try:  # an older format says so (not which of its fields failed)
+            version = _version_decoder.decode(data).version
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            version = VERSION
+        if version != VERSION:
+            raise StoreError(f"manifest version {version}, expected {VERSION}") from None
         raise StoreError(f"unreadable manifest: {exc}") from None
     if manifest.version != VERSION:
         raise StoreError(f"manifest version {manifest.version}, expected {VERSION}")
@@ -77,19 +86,6 @@ def decode(data: bytes) -> Manifest:
 
 def replace(manifest: Manifest, **changes: object) -> Manifest:
     return msgspec.structs.replace(manifest, **changes)
-
-
-def freshness_of(manifest: Manifest) -> Freshness:
-    """The stored freshness of ``manifest`` (RFC 9111 §4.2), to ask for its state."""
-    return Freshness(
-        stored_at=manifest.stored_at,
-        initial_age_s=manifest.initial_age_s,
-        lifetime_s=manifest.lifetime_s,
-        stale_while_revalidate_s=manifest.stale_while_revalidate_s,
-        stale_if_error_s=manifest.stale_if_error_s,
-        must_revalidate=manifest.must_revalidate,
-        no_cache=manifest.no_cache,
-    )
 
 
 def new_manifest(
@@ -106,12 +102,6 @@ def new_manifest(
         headers=headers,
         blob="",
         size=0,
-        stored_at=freshness.stored_at,
-        initial_age_s=freshness.initial_age_s,
-        lifetime_s=freshness.lifetime_s,
-        stale_while_revalidate_s=freshness.stale_while_revalidate_s,
-        stale_if_error_s=freshness.stale_if_error_s,
-        must_revalidate=freshness.must_revalidate,
-        no_cache=freshness.no_cache,
+        freshness=freshness,
         **more,
     )

@@ -16,6 +16,7 @@ import statistics
 import tempfile
 import time
 
+from weaver.cache.freshness import Freshness
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import Store
 
@@ -24,8 +25,8 @@ ROUNDS = 400
 
 def manifest(key: str) -> Manifest:
     return Manifest(
-        key=key, status=200, headers=(), blob="", size=0, stored_at=0.0, initial_age_s=0.0,
-        lifetime_s=3600.0,
+        key=key, status=200, headers=(), blob="", size=0,
+        freshness=Freshness(stored_at=0.0, initial_age_s=0.0, lifetime_s=3600.0),
     )  # fmt: skip
 
 

@@ -11,17 +11,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from weaver.cache.clock import SYSTEM_CLOCK, Clock
+from weaver.cache.fills import Fills
 from weaver.cache.purge import apply_broadcast
 from weaver.cache.store import Store
 from weaver.config.schema import AccessLogFormat, Config
 from weaver.proxy import access_log, metrics
 from weaver.proxy.admin import add_admin_routes
 from weaver.proxy.edge import EDGE_KEY, Edge
+from weaver.proxy.errors import ProxyError
 from weaver.proxy.handler import proxy_handler
 from weaver.proxy.hitlane import HitLane
 from weaver.proxy.listener import Front
 from weaver.proxy.origin import OriginClient
-from weaver.proxy.paint import Fills
 from weaver.session.bus import make_bus
 from weaver.session.http import add_routes as add_session_routes
 from weaver.session.hub import SessionHub
@@ -64,12 +66,17 @@ def lane_front(app: web.Application) -> Front | None:
     return front
 
 
-def build_app(config: Config, *, hub: SessionHub | None = None) -> web.Application:
+def build_app(
+    config: Config, *, hub: SessionHub | None = None, clock: Clock = SYSTEM_CLOCK
+) -> web.Application:
     """The Weaver application for ``config``; run it with handler cancellation on.
 
     Without ``hub`` the app makes its own from ``config.session`` (if it has a secret)
     and starts and stops it with the app. With one, the caller owns it (started before,
     stopped after: :class:`weaver.proxy.node.Node` keeps it across reloads).
+
+    ``clock`` is the app's one clock (freshness, ages, expiry); tests pass a
+    :class:`~weaver.cache.clock.ManualClock` and advance it instead of sleeping.
     """
     app = web.Application(client_max_size=64 * 1024**2, middlewares=[access_log.middleware(config)])
     owns_hub = hub is None
@@ -85,14 +92,15 @@ def build_app(config: Config, *, hub: SessionHub | None = None) -> web.Applicati
         await store.open()
         try:
             async with OriginClient(config) as client:
-                fills = Fills()
+                fills = Fills(expected=(ProxyError,))
                 edge = Edge(
                     config=config,
                     client=client,
                     store=store,
                     fills=fills,
                     hub=hub,
-                    lane=HitLane(store),
+                    lane=HitLane(store, clock=clock.time),
+                    clock=clock,
                 )
                 app[EDGE_KEY] = edge
                 if hub is not None:  # purges from other nodes and workers reach this store

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -28,9 +27,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from weaver.cache import freshness as fresh
 from weaver.cache import manifest as manifests
+from weaver.cache.clock import SYSTEM_CLOCK, Clock
 from weaver.cache.freshness import CacheState
 from weaver.cache.keys import cache_key, normalise_url, parse_vary, request_vary_values
-from weaver.cache.manifest import Manifest, freshness_of
+from weaver.cache.manifest import Manifest
+from weaver.cache.policy import Answer, Rules, entry_policy
 from weaver.cache.store import BlobWriter, Store
 from weaver.config.schema import Config, IncludeMode, OriginConfig, RouteConfig
 from weaver.proxy.errors import FragmentError, FragmentLimit, OriginError
@@ -125,6 +126,7 @@ class Weave:
     tasks: asyncio.TaskGroup
     host_header: str | None = None
     store: Store | None = None  # fragments are cached under their own keys
+    clock: Clock = SYSTEM_CLOCK  # the app's: fragment freshness
     fragments: list[FragmentRecord] = field(default_factory=list)
     suspense: list[SuspenseSlot] = field(default_factory=list)
     channels: list[str] = field(default_factory=list)
@@ -387,17 +389,17 @@ class Weave:
         key = fragment_key(url, headers, self.route.vary)
         if self.store is not None:
             entry = await self.store.get(key)
-            if entry is not None and _is_fresh(entry.manifest, headers):
+            if entry is not None and _is_fresh(entry.manifest, headers, self.clock.time()):
                 stored = CIMultiDictProxy(CIMultiDict(entry.manifest.headers))
                 self._on_status(plan, record, entry.manifest.status, stored, is_primary)
-                freshness = freshness_of(entry.manifest)
-                record.ttl_left_s = freshness.lifetime_s - freshness.age(time.time())
+                freshness = entry.manifest.freshness
+                record.ttl_left_s = freshness.lifetime_s - freshness.age(self.clock.time())
                 record.is_cached = True
                 await self._stream(entry.body(), stored, url, inner, path, chain, record)
                 return
         self._count_request(plan)
         async with self.client.request("GET", url, headers=headers, deadline=deadline) as resp:
-            request_time = time.time()
+            request_time = self.clock.time()
             self._on_status(plan, record, resp.status, resp.headers, is_primary)
             writer = await self._fragment_writer(key, headers, resp)
             body = resp.chunks(deadline=deadline)
@@ -415,12 +417,11 @@ class Weave:
                 if writer is not None:
                     writer.abort()
                 raise
-            freshness = fresh.freshness_from_response(
-                request_time=request_time,
-                response_time=time.time(),
-                response_headers=resp.headers,
-                route_ttl_s=self.route.ttl_s,
+            answer = Answer(resp.status, resp.headers, request_time, self.clock.time())
+            policy = entry_policy(
+                answer, rules=Rules.fragment(self.route), request_headers=headers, key=key
             )
+            freshness = policy.freshness
             record.ttl_left_s = freshness.lifetime_s - freshness.initial_age_s
             if writer is not None:
                 kept = fresh.filter_stored_headers(resp.headers.items())
@@ -430,7 +431,7 @@ class Weave:
                         resp.status,
                         tuple(kept),
                         freshness,
-                        tags=fresh.tags_from_headers(resp.headers),
+                        tags=policy.tags,
                         etag=resp.headers.get("ETag"),
                         last_modified=resp.headers.get("Last-Modified"),
                         variant=variant_of(headers, resp.headers.get("Vary")),
@@ -458,18 +459,14 @@ class Weave:
         self, key: str, sent: CIMultiDict[str], resp: OriginResponse
     ) -> BlobWriter | None:
         """A writer for the fragment's own cache entry, if it may be stored (2xx only)."""
-        if self.store is None or not 200 <= resp.status < 300:
+        if self.store is None:
             return None
-        reason = fresh.storable(
-            method="GET",
-            status=resp.status,
-            request_headers=sent,
-            response_headers=resp.headers,
-            route_allows_private=False,
-            route_ttl_s=self.route.ttl_s,
-            allow_set_cookie=self.route.store_set_cookie,
+        now = self.clock.time()
+        answer = Answer(resp.status, resp.headers, now, now)
+        policy = entry_policy(
+            answer, rules=Rules.fragment(self.route), request_headers=sent, key=key
         )
-        return await self.store.begin(key) if reason is None else None
+        return await self.store.begin(key) if policy.is_stored else None
 
     async def _stream(
         self,
@@ -527,13 +524,13 @@ def variant_of(sent: Mapping[str, str], vary_header: str | None) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def _is_fresh(manifest: Manifest, sent: Mapping[str, str]) -> bool:
+def _is_fresh(manifest: Manifest, sent: Mapping[str, str], now: float) -> bool:
     if manifest.is_soft_purged:
         return False
     vary = CIMultiDict(manifest.headers).get("Vary")
     if vary and (parse_vary(vary) is None or variant_of(sent, vary) != manifest.variant):
         return False
-    return freshness_of(manifest).state(time.time()) is CacheState.FRESH
+    return manifest.freshness.state(now) is CacheState.FRESH
 
 
 async def _tee(body: AsyncIterator[bytes], writer: BlobWriter) -> AsyncIterator[bytes]:

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from weaver.cache.clock import SYSTEM_CLOCK, Clock
+from weaver.cache.fills import Fills
 from weaver.cache.store import Store
 from weaver.config.schema import Config
 from weaver.proxy.hitlane import HitLane
 from weaver.proxy.origin import OriginClient
-from weaver.proxy.paint import Fills
 from weaver.session.hub import SessionHub
 
 
@@ -24,6 +25,7 @@ class Edge:
     fills: Fills
     hub: SessionHub | None = None
     lane: HitLane | None = None  # recorded answers for plain, fresh, hot hits
+    clock: Clock = SYSTEM_CLOCK  # the one clock of the app: ages, freshness, expiry
 
 
 EDGE_KEY = web.AppKey("edge", Edge)

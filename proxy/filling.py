@@ -9,7 +9,6 @@ back. Its lifetime is the shortest of theirs; its tags the union of theirs.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +17,9 @@ from multidict import CIMultiDict
 
 from weaver.cache import freshness as fresh
 from weaver.cache import manifest as manifests
+from weaver.cache.fills import Fill, Head
 from weaver.cache.manifest import Manifest
+from weaver.cache.policy import Answer, Part, Policy, Rules, entry_policy
 from weaver.cache.store import BlobWriter
 from weaver.config.schema import OriginConfig, RouteConfig
 from weaver.proxy import access_log, metrics
@@ -26,7 +27,6 @@ from weaver.proxy.conductor import FragmentRecord, Outcome, PrimaryHead, Weave, 
 from weaver.proxy.edge import Edge
 from weaver.proxy.forwarding import strip_hop_by_hop
 from weaver.proxy.origin import OriginResponse
-from weaver.proxy.paint import Fill, Head
 from weaver.proxy.scanner import format_drops
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def variant_key(key: str, variant: str) -> str:
 
 async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
     """Fetch ``plan.url`` into ``fill``; weave it when it is HTML; store it when allowed."""
-    request_time = time.time()
+    request_time = edge.clock.time()
     started = time.perf_counter()
     headers = CIMultiDict(plan.headers)
     if plan.host_header is not None:
@@ -78,11 +78,11 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
     if plan.stale is not None and not plan.stale.fragments:
         headers.update(fresh.conditional_headers(dict(plan.stale.headers)))
     async with edge.client.request(plan.method, plan.url, headers=headers) as resp:
-        response_time = time.time()
+        response_time = edge.clock.time()
         if resp.status == 304 and plan.stale is not None:
             await _revalidated(fill, edge, plan, resp, request_time, response_time)
             return
-        reason = _unstorable(plan, resp)
+        reason = _unstorable(plan, resp, request_time, response_time)
         writer = await edge.store.begin(plan.key) if reason is None and edge.store else None
         try:
             if resp.is_html:
@@ -105,17 +105,42 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
                 writer.abort()
 
 
-def _unstorable(plan: FillPlan, resp: OriginResponse) -> str | None:
-    if not plan.key:
-        return "not cacheable"
-    return fresh.storable(
-        method="GET",
-        status=resp.status,
+def _unstorable(
+    plan: FillPlan, resp: OriginResponse, request_time: float, response_time: float
+) -> str | None:
+    policy = _policy(plan, resp, request_time, response_time, None)
+    return None if policy.refusal is None else str(policy.refusal)
+
+
+def _policy(
+    plan: FillPlan,
+    resp: OriginResponse,
+    request_time: float,
+    response_time: float,
+    weave: Weave | None,
+) -> Policy:
+    parts = [] if weave is None else [_part(r) for r in weave.fragments]
+    return entry_policy(
+        Answer(resp.status, resp.headers, request_time, response_time),
+        [p for p in parts if p is not None],
+        rules=Rules.page(plan.route),
         request_headers=plan.headers,
-        response_headers=resp.headers,
-        route_allows_private=False,
-        route_ttl_s=plan.route.ttl_s,
-        allow_set_cookie=plan.route.store_set_cookie,
+        key=plan.key,
+        has_fallback=weave is not None and weave.has_fallback,
+    )
+
+
+def _part(record: FragmentRecord) -> Part | None:
+    """A blocking fragment for the cache's policy; None for a suspense include."""
+    if record.outcome is Outcome.SUSPENSE:
+        return None
+    return Part(
+        record.src,
+        str(record.outcome),
+        is_answered=record.outcome in (Outcome.OK, Outcome.ALT),
+        status=record.status,
+        headers=record.headers,
+        ttl_left_s=record.ttl_left_s,
     )
 
 
@@ -148,6 +173,7 @@ async def _weave(
             fragment_headers=plan.fragment_headers,
             host_header=plan.host_header,
             tasks=tasks,
+            clock=edge.clock,
         )
         try:
             await _weave_into(fill, weave, plan, resp, writer, shell_s, reason)
@@ -222,50 +248,24 @@ async def _commit(
     response_time: float,
 ) -> None:
     """Commit the written body if the whole page may be stored; abort it otherwise."""
-    freshness = fresh.freshness_from_response(
-        request_time=request_time,
-        response_time=response_time,
-        response_headers=resp.headers,
-        route_ttl_s=plan.route.ttl_s,
-    )
-    tags = list(plan.route.tags) + list(fresh.tags_from_headers(resp.headers))
-    fragments: list[str] = []
-    if weave is not None:
-        if weave.has_fallback:
-            log.info("%s not stored: assembled with a fallback", plan.url)
-            writer.abort()
-            return
-        for record in weave.fragments:
-            problem = _fragment_problem(record, plan)
-            if problem is not None:
-                log.info("%s not stored: fragment %s %s", plan.url, record.src, problem)
-                writer.abort()
-                return
-            assert record.headers is not None or record.outcome is Outcome.SUSPENSE
-            if record.headers is None:
-                continue
-            if record.ttl_left_s is not None:  # what is left of the fragment's lifetime
-                lifetime = freshness.initial_age_s + record.ttl_left_s
-            else:
-                lifetime = fresh.freshness_lifetime(record.headers, route_ttl_s=plan.route.ttl_s)
-            freshness = dataclasses.replace(
-                freshness, lifetime_s=min(freshness.lifetime_s, lifetime)
-            )
-            tags.extend(fresh.tags_from_headers(record.headers))
-            fragments.append(record.src)
+    policy = _policy(plan, resp, request_time, response_time, weave)
+    if policy.refusal is not None:
+        log.info("%s not stored: %s", plan.url, policy.refusal)
+        writer.abort()
+        return
     head = fill.head.result()
     stored_headers = fresh.filter_stored_headers(head.headers.items())
     manifest = manifests.new_manifest(
         plan.key,
         head.status,
         tuple(stored_headers),
-        freshness,
+        policy.freshness,
         etag=resp.headers.get("ETag"),
         last_modified=resp.headers.get("Last-Modified"),
-        tags=tuple(dict.fromkeys(tags)),
+        tags=policy.tags,
         slots=tuple(fill.slots),
         channels=tuple(fill.channels),
-        fragments=tuple(fragments),
+        fragments=policy.fragments,
         variant=head.variant,
     )
     stored = await writer.commit(manifest)
@@ -273,22 +273,6 @@ async def _commit(
         await edge.store.alias(
             manifests.replace(stored, key=variant_key(stored.key, stored.variant))
         )
-
-
-def _fragment_problem(record: FragmentRecord, plan: FillPlan) -> str | None:
-    if record.outcome is Outcome.SUSPENSE:
-        return None
-    if record.outcome not in (Outcome.OK, Outcome.ALT) or record.headers is None:
-        return f"ended {record.outcome}"
-    return fresh.storable(
-        method="GET",
-        status=record.status or 0,
-        request_headers={},
-        response_headers=record.headers,
-        route_allows_private=False,
-        route_ttl_s=plan.route.ttl_s,
-        allow_set_cookie=plan.route.store_set_cookie,
-    )
 
 
 async def _revalidated(
@@ -312,13 +296,7 @@ async def _revalidated(
     manifest = manifests.replace(
         stale,
         headers=tuple(fresh.filter_stored_headers(merged)),
-        stored_at=freshness.stored_at,
-        initial_age_s=freshness.initial_age_s,
-        lifetime_s=freshness.lifetime_s,
-        stale_while_revalidate_s=freshness.stale_while_revalidate_s,
-        stale_if_error_s=freshness.stale_if_error_s,
-        must_revalidate=freshness.must_revalidate,
-        no_cache=freshness.no_cache,
+        freshness=freshness,
         is_soft_purged=False,
     )
     await edge.store.update_manifest(plan.key, manifest)

@@ -22,7 +22,8 @@ from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from weaver.cache import freshness as fresh
-from weaver.cache.errors import CacheError
+from weaver.cache.errors import CacheError, FillFailed, FollowerLagged
+from weaver.cache.fills import Fill, Follower, Head
 from weaver.cache.freshness import CacheState
 from weaver.cache.keys import (
     cache_key,
@@ -32,7 +33,7 @@ from weaver.cache.keys import (
     parse_vary,
     request_vary_values,
 )
-from weaver.cache.manifest import Manifest, freshness_of
+from weaver.cache.manifest import Manifest
 from weaver.cache.store import Entry
 from weaver.config.schema import SuspenseDelivery
 from weaver.proxy.compress import (
@@ -54,7 +55,6 @@ from weaver.proxy.forwarding import (
 )
 from weaver.proxy.inline import InlineSlots
 from weaver.proxy.pages import error_page, origin_error_page
-from weaver.proxy.paint import Fill, FillFailed, Follower, FollowerLagged, Head
 from weaver.proxy.replay import inline_headers, private_downstream, replay, replay_inline
 from weaver.proxy.upgrade import proxy_upgrade
 from weaver.proxy.upgrade_head import is_upgrade_request
@@ -162,9 +162,9 @@ async def _cached(visit: Visit) -> web.StreamResponse:
     started = time.perf_counter()
     key = page_key(visit)
     entry = await _lookup(visit, key)
-    now = time.time()
+    now = edge.clock.time()
     if entry is not None:
-        freshness = freshness_of(entry.manifest)
+        freshness = entry.manifest.freshness
         state = freshness.state(now)
         wants = fresh.request_wants(request.headers)
         if entry.manifest.is_soft_purged:
@@ -211,7 +211,7 @@ async def _replay(
             visit.request,
             entry,
             cache_status=cache_status,
-            age=freshness_of(manifest).age_header(now),
+            age=manifest.freshness.age_header(now),
             set_cookie=set_cookie,
             server_timing=f"cache;desc={cache_status.lower()};dur={lookup_s * 1000:.1f}",
         )
@@ -248,7 +248,7 @@ async def _replay_inline(
             entry,
             inline.tail(),
             cache_status=cache_status,
-            age=freshness_of(manifest).age_header(now),
+            age=manifest.freshness.age_header(now),
             set_cookie=set_cookie,
             server_timing=f"cache;desc={cache_status.lower()};dur={lookup_s * 1000:.1f}",
         )
@@ -300,12 +300,12 @@ async def _follow(
         try:
             head = await follower.head()
         except OriginError:
-            if stale_entry is not None and _may_serve_stale_on_error(stale_entry):
-                return await _stale_on_error(request, stale_entry)
+            if stale_entry is not None and _may_serve_stale_on_error(edge, stale_entry):
+                return await _stale_on_error(edge, request, stale_entry)
             raise
         if head.status >= 500 and stale_entry is not None:
-            if _may_serve_stale_on_error(stale_entry):
-                return await _stale_on_error(request, stale_entry)
+            if _may_serve_stale_on_error(edge, stale_entry):
+                return await _stale_on_error(edge, request, stale_entry)
         if is_coalesced and not _may_share(plan, head):
             follower.close()  # another visitor's answer, or one that varies: our own fetch
             return await _follow(visit, dataclasses.replace(plan, key=""))
@@ -422,13 +422,13 @@ def _response(head: Head, cache_status: str, *, is_coalesced: bool) -> web.Strea
     return _Streamed(status=head.status, headers=headers)
 
 
-def _may_serve_stale_on_error(entry: Entry) -> bool:
-    state = freshness_of(entry.manifest).state(time.time(), origin_failed=True)
+def _may_serve_stale_on_error(edge: Edge, entry: Entry) -> bool:
+    state = entry.manifest.freshness.state(edge.clock.time(), origin_failed=True)
     return state in (CacheState.STALE_IF_ERROR, CacheState.STALE_WHILE_REVALIDATE)
 
 
-async def _stale_on_error(request: web.Request, entry: Entry) -> web.StreamResponse:
-    age = freshness_of(entry.manifest).age_header(time.time())
+async def _stale_on_error(edge: Edge, request: web.Request, entry: Entry) -> web.StreamResponse:
+    age = entry.manifest.freshness.age_header(edge.clock.time())
     log.warning("origin failing for %s: serving stale (stale-if-error)", request.path)
     return await replay(request, entry, cache_status="STALE", age=age)
 

@@ -31,7 +31,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
-from weaver.cache.manifest import Manifest, freshness_of
+from weaver.cache.manifest import Manifest
 from weaver.cache.store import Store
 from weaver.proxy.compress import Encoding, choose_encoding
 
@@ -146,7 +146,7 @@ class HitLane:
                 return  # not the answer this Accept-Encoding gets: never record it
         else:
             coding = None
-        freshness = freshness_of(manifest)
+        freshness = manifest.freshness
         place = (request.host, request.raw_path)
         lane = self._lanes.get(place)
         if lane is None or lane.manifest is not manifest:

@@ -13,6 +13,7 @@ import pytest
 
 from weaver.cache import manifest as manifests
 from weaver.cache.errors import BadPurge, DamagedBlob, StoreError
+from weaver.cache.freshness import Freshness
 from weaver.cache.manifest import Manifest
 from weaver.cache.purge import PurgeRequest, UrlTarget, apply, parse_purge_body
 from weaver.cache.store import Store, digest_of
@@ -25,9 +26,7 @@ def manifest(key: str, *, tags: tuple[str, ...] = ()) -> Manifest:
         headers=(("Content-Type", "text/html"),),
         blob="",
         size=0,
-        stored_at=1.0,
-        initial_age_s=0.0,
-        lifetime_s=60.0,
+        freshness=Freshness(stored_at=1.0, initial_age_s=0.0, lifetime_s=60.0),
         tags=tags,
     )
 
@@ -257,7 +256,7 @@ async def test_the_memory_tier_is_bounded(tmp_path: Path) -> None:
     async with Store(str(tmp_path), max_size_bytes=10**9, memory_max_bytes=100_000) as store:
         for i in range(10):
             await store.put(manifest(f"GET h/{i}"), bytes([i]) * 30_000)
-        assert store._memory_bytes <= 100_000
+        assert store._memory.bytes <= 100_000
         assert len(store._memory) == 3
         for i in range(10):  # evicted from memory, still on disk
             assert await read(store, f"GET h/{i}") == bytes([i]) * 30_000
@@ -351,3 +350,24 @@ async def test_opening_sweeps_only_the_temporary_writes_of_processes_gone(tmp_pa
     async with Store(str(tmp_path), max_size_bytes=10**9):
         assert not gone.exists() and not (tmp / "body-old-layout").exists()
         assert (alive / "body-1").read_bytes() == b"partial"
+
+
+async def test_a_manifest_of_the_old_format_on_disk_is_a_miss_not_a_crash(tmp_path: Path) -> None:
+    # Version 1 copied the seven freshness fields into the manifest; version 2 embeds them.
+    old = (
+        b'{"key":"GET h/a","status":200,"headers":[],"blob":"00","size":4,"stored_at":1.0,'
+        b'"initial_age_s":0.0,"lifetime_s":60.0,"version":1}'
+    )
+    async with Store(str(tmp_path), max_size_bytes=10**9) as store:
+        await store.put(manifest("GET h/a"), b"body")
+        await asyncio.to_thread(store._db.set, ("manifest", "GET h/a"), old)
+    async with Store(str(tmp_path), max_size_bytes=10**9) as reopened:
+        assert await reopened.get("GET h/a") is None
+        assert await reopened.keys() == []  # the unreadable row is gone
+
+
+def test_decoding_an_old_manifest_names_its_version() -> None:
+    with pytest.raises(StoreError, match="manifest version 1, expected 2"):
+        manifests.decode(b'{"key":"k","stored_at":1.0,"version":1}')
+    with pytest.raises(StoreError, match="unreadable manifest"):
+        manifests.decode(b"not json")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from tests.servers import Handler, serve_app
+from weaver.cache.clock import SYSTEM_CLOCK, Clock
 from weaver.config.load import build_config
 from weaver.config.schema import Config
 from weaver.proxy.app import build_app
@@ -88,9 +89,13 @@ async def weaver_stack(
     recorder: Recorder | None = None,
     *,
     server: object = None,  # a Mapping of [server] settings (object: **route passes through)
+    clock: object = SYSTEM_CLOCK,  # a Clock (object: **route passes through)
     **route: object,
 ) -> AsyncIterator[Stack]:
-    """Start an origin serving ``routes`` (any method) and Weaver in front of it."""
+    """Start an origin serving ``routes`` (any method) and Weaver in front of it.
+
+    ``clock``: Weaver's clock; pass a ManualClock and advance it to expire entries.
+    """
     origin = web.Application()
     rec = recorder if recorder is not None else Recorder()
     for path, handler in routes.items():
@@ -98,7 +103,8 @@ async def weaver_stack(
     with tempfile.TemporaryDirectory(prefix="weaver-cache-") as cache_dir:
         async with serve_app(origin) as origin_url:
             config = weaver_config(origin_url, cache_dir, server=server, **route)
-            app = build_app(config)
+            assert isinstance(clock, Clock)
+            app = build_app(config, clock=clock)
             async with serve_app(app) as weaver_url:
                 yield Stack(weaver_url, origin_url, cache_dir, config, app)
 

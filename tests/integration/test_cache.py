@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from collections import Counter
 from collections.abc import Mapping
+from email.utils import formatdate
 
 import aiohttp
 from aiohttp import web
@@ -13,8 +14,10 @@ from multidict import CIMultiDictProxy
 
 from tests.integration.harness import TOKEN, Recorder, html, weaver_stack
 from tests.servers import Handler
+from weaver.cache.clock import ManualClock
 from weaver.cache.keys import key_path
 from weaver.cache.store import Store
+from weaver.proxy.edge import EDGE_KEY
 
 
 def page(text: str, **headers: str) -> Handler:
@@ -108,17 +111,33 @@ async def test_a_hundred_concurrent_misses_make_one_origin_fetch() -> None:
 
 async def test_stale_while_revalidate_serves_stale_and_refreshes_once() -> None:
     hits: Counter[str] = Counter()
-    routes = {"/": counted(hits, "v{n}", "max-age=1, stale-while-revalidate=60", 0.2)}
-    async with asyncio.timeout(20), weaver_stack(routes) as stack, aiohttp.ClientSession() as c:
+    refresh_may_answer = asyncio.Event()
+
+    async def page(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        if hits[request.path] > 1:
+            await refresh_may_answer.wait()  # the refresh runs while visitors get stale
+        headers = {
+            "Cache-Control": "max-age=1, stale-while-revalidate=60",
+            "Date": formatdate(clock.time(), usegmt=True),  # the origin keeps Weaver's time
+        }
+        return html(f"v{hits[request.path]}", **headers)
+
+    clock = ManualClock(start=1_700_000_000.0)
+    async with (
+        asyncio.timeout(10),
+        weaver_stack({"/": page}, clock=clock) as stack,
+        aiohttp.ClientSession() as c,
+    ):
         assert (await fetch(c, stack.url + "/"))[1] == b"v1"
-        await asyncio.sleep(1.2)
+        clock.advance(1.2)
         results = await asyncio.gather(*(fetch(c, stack.url + "/") for _ in range(5)))
         assert {r[1] for r in results} == {b"v1"}
         assert {r[2]["X-Weaver-Cache"] for r in results} == {"STALE"}
-        for _ in range(100):
-            if (await fetch(c, stack.url + "/"))[1] == b"v2":
-                break
-            await asyncio.sleep(0.05)
+        refresh_may_answer.set()
+        await stack.app[EDGE_KEY].fills.idle()  # the refresh is stored
+        _, body, headers = await fetch(c, stack.url + "/")
+        assert (body, headers["X-Weaver-Cache"]) == (b"v2", "HIT")
         assert hits["/"] == 2  # exactly one background refresh
 
 
@@ -130,13 +149,14 @@ async def test_stale_if_error_serves_stale_while_the_origin_fails() -> None:
             return web.Response(status=503, text="down")
         return html("good", **{"Cache-Control": "max-age=1, stale-if-error=60"})
 
+    clock = ManualClock()
     async with (
         asyncio.timeout(10),
-        weaver_stack({"/": flaky}) as stack,
+        weaver_stack({"/": flaky}, clock=clock) as stack,
         aiohttp.ClientSession() as c,
     ):
         assert (await fetch(c, stack.url + "/"))[1] == b"good"
-        await asyncio.sleep(1.2)
+        clock.advance(1.2)
         state["failing"] = True
         status, body, headers = await fetch(c, stack.url + "/")
         assert (status, body, headers["X-Weaver-Cache"]) == (200, b"good", "STALE")
@@ -198,10 +218,15 @@ async def test_a_page_lives_no_longer_than_its_shortest_fragment() -> None:
         "/": counted(hits, 'p<esi:include src="/f"/>', "max-age=600"),
         "/f": counted(hits, "f{n}", "max-age=1"),
     }
-    async with asyncio.timeout(10), weaver_stack(routes) as stack, aiohttp.ClientSession() as c:
+    clock = ManualClock()
+    async with (
+        asyncio.timeout(10),
+        weaver_stack(routes, clock=clock) as stack,
+        aiohttp.ClientSession() as c,
+    ):
         assert (await fetch(c, stack.url + "/"))[2]["X-Weaver-Cache"] == "MISS"
         assert (await fetch(c, stack.url + "/"))[2]["X-Weaver-Cache"] == "HIT"
-        await asyncio.sleep(1.2)
+        clock.advance(1.2)
         _, body, headers = await fetch(c, stack.url + "/")
     assert (headers["X-Weaver-Cache"], body) == ("MISS", b"pf2")
 
@@ -219,13 +244,14 @@ async def test_a_stale_plain_page_is_revalidated_with_its_validators() -> None:
             headers={"Cache-Control": "max-age=1", "ETag": '"v1"'},
         )
 
+    clock = ManualClock()
     async with (
         asyncio.timeout(10),
-        weaver_stack({"/d": page}) as stack,
+        weaver_stack({"/d": page}, clock=clock) as stack,
         aiohttp.ClientSession() as c,
     ):
         await fetch(c, stack.url + "/d")
-        await asyncio.sleep(1.2)
+        clock.advance(1.2)
         status, body, headers = await fetch(c, stack.url + "/d")
         assert (status, body, headers["X-Weaver-Cache"]) == (200, b"data", "REVALIDATED")
         assert (await fetch(c, stack.url + "/d"))[2]["X-Weaver-Cache"] == "HIT"  # 60 s now

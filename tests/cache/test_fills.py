@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from multidict import CIMultiDict
 
-from weaver.proxy.paint import Fill, FillFailed, Fills, FollowerLagged, Head
+from weaver.cache.errors import FillFailed, FollowerLagged
+from weaver.cache.fills import Fill, Fills, Head
 
 
 def head(status: int = 200) -> Head:
@@ -36,11 +37,11 @@ async def test_every_follower_gets_the_same_bytes_as_they_arrive() -> None:
     chunks = early.chunks()
     assert await anext(chunks) == b"first "  # before the fill is done
     assert fills.joinable("k") is fill
-    async with asyncio.TaskGroup() as tasks:
-        late = tasks.create_task(read_all(fill))
-        await asyncio.sleep(0.01)
+    with fill.follow() as late:  # joins mid-fill, still gets the body from its start
+        late_chunks = late.chunks()
+        assert await anext(late_chunks) == b"first "
         release.set()
-    assert late.result() == b"first second"
+        assert b"".join([c async for c in late_chunks]) == b"second"
     assert await anext(chunks) == b"second"
     early.close()
     assert fills.joinable("k") is None
@@ -76,7 +77,7 @@ async def test_the_last_follower_leaving_cancels_the_fill() -> None:
     async def body(fill: Fill) -> None:
         fill.set_head(head())
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # until cancelled
         except asyncio.CancelledError:
             cancelled.set()
             raise
@@ -156,8 +157,9 @@ async def test_a_single_slow_follower_pauses_the_fill_instead() -> None:
     fill = fills.start("k", body, max_buffer_bytes=8 * 1024)
     with fill.follow() as follower:
         await follower.head()
-        await asyncio.sleep(0.05)
-        assert fed <= 9  # PAUSE_READING at the bound, not a runaway buffer
+        await fill.is_paused.wait()
+        # PAUSE_READING: the ninth KiB is past the 8 KiB bound, and the producer waits.
+        assert (fed, fill.size) == (8, 9 * 1024)
         body_bytes = b"".join([c async for c in follower.chunks()])
     assert body_bytes == b"x" * 64 * 1024
     await fills.aclose()
@@ -179,9 +181,49 @@ async def test_closing_the_registry_cancels_fills_without_followers() -> None:
     fills = Fills()
 
     async def body(fill: Fill) -> None:
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # until cancelled
 
     fills.start("refresh", body, max_buffer_bytes=1024)
     await fills.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         fills.start("again", body, max_buffer_bytes=1024)
+
+
+async def test_idle_returns_once_every_fill_has_ended_including_those_without_followers() -> None:
+    fills = Fills()
+    release = asyncio.Event()
+    ended: list[str] = []
+
+    async def body(fill: Fill) -> None:
+        fill.set_head(head())
+        await release.wait()
+        ended.append(fill.key)
+
+    fills.start("refresh", body, max_buffer_bytes=1024)
+    assert fills.is_running("refresh")
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(fills.idle())
+        release.set()
+    assert ended == ["refresh"]
+    assert not fills.is_running("refresh")
+    await fills.aclose()
+
+
+async def test_an_expected_error_fails_the_fill_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fills = Fills(expected=(ConnectionRefusedError,))
+
+    async def refused(fill: Fill) -> None:
+        raise ConnectionRefusedError("origin down")
+
+    async def broken(fill: Fill) -> None:
+        raise ValueError("a bug")
+
+    for key, body in (("a", refused), ("b", broken)):
+        with fills.start(key, body, max_buffer_bytes=1024).follow() as follower:
+            with pytest.raises((ConnectionRefusedError, ValueError)):
+                await follower.head()
+    await fills.idle()
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == ["fill b failed"]
+    await fills.aclose()

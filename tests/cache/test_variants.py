@@ -1,4 +1,4 @@
-"""Compressed variants in the store: compressed once, verified on read, bounded."""
+"""Compressed variants (cache/variants.py, through the store): made once, verified, bounded."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import diskcache
 import pytest
 
 from weaver.cache import manifest as manifests
+from weaver.cache.blobs import digest_of
 from weaver.cache.errors import DamagedBlob
+from weaver.cache.freshness import Freshness
 from weaver.cache.manifest import Manifest
-from weaver.cache.store import VARIANT_MAX_BYTES, Store, digest_of
+from weaver.cache.store import Store
+from weaver.cache.variants import VARIANT_MAX_BYTES
 
 BODY = b"<p>a page that compresses well</p>\n" * 3000  # about 100 KB: a file on disk
 
@@ -26,9 +29,7 @@ def manifest(key: str) -> Manifest:
         headers=(("Content-Type", "text/html"),),
         blob="",
         size=0,
-        stored_at=1.0,
-        initial_age_s=0.0,
-        lifetime_s=60.0,
+        freshness=Freshness(stored_at=1.0, initial_age_s=0.0, lifetime_s=60.0),
     )
 
 

@@ -1,4 +1,8 @@
-"""A paint in progress: one origin fetch whose head and bytes any number of clients follow.
+"""Single-flight fills: one origin fetch whose head and bytes any number of clients follow.
+
+Fills live beside the store they fill: what a fill fetches and how it is woven is the
+proxy's (``weaver.proxy.filling`` gives the body coroutine); this module only shares
+its head and bytes and owns its task.
 
 A :class:`Fill` is produced by exactly one task (the fill task, owned by the app's
 :class:`Fills` registry) and consumed by one :class:`Follower` per client: the client
@@ -31,7 +35,7 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from weaver.proxy.errors import ProxyError
+from weaver.cache.errors import FillFailed, FollowerLagged
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +45,6 @@ class FillState(enum.Enum):
     STREAMING = "streaming"
     DONE = "done"
     FAILED = "failed"
-
-
-class FollowerLagged(ProxyError):
-    """A follower fell too far behind a fill that other clients keep up with."""
-
-
-class FillFailed(ProxyError):
-    """The fill broke off after its head was sent; the follower's response is aborted."""
 
 
 @dataclass(slots=True)
@@ -83,6 +79,8 @@ class Fill:
         self._changed = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
+        # Set while the producer waits for room (PAUSE_READING); tests wait on it.
+        self.is_paused = asyncio.Event()
         # What the page asks of each visitor's session, known once the weave has run.
         self._started: list[Callable[[], None]] | None = []  # None once started
         self.slots: list[tuple[str, str, float]] = []  # suspense slot id, URL, timeout
@@ -125,7 +123,11 @@ class Fill:
                 self._drop_lagging()
                 continue
             self._space.clear()
-            await self._space.wait()
+            self.is_paused.set()
+            try:
+                await self._space.wait()
+            finally:
+                self.is_paused.clear()
 
     def on_started(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once a follower has written the head and first bytes."""
@@ -280,9 +282,14 @@ class Fills:
     A fill outlives the request that started it (its followers and background refreshes
     need that), so no request's TaskGroup can own it: this registry does, and
     :meth:`aclose` cancels and awaits every fill still running (app shutdown).
+
+    Args:
+        expected: errors a fill body raises that are not Weaver's fault (the origin's:
+            unreachable, a timeout); they fail the fill and are logged without a trace.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, expected: tuple[type[Exception], ...] = ()) -> None:
+        self._expected = expected
         self._running: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._is_closed = False
@@ -311,6 +318,11 @@ class Fills:
     def is_running(self, key: str) -> bool:
         return key in self._running
 
+    async def idle(self) -> None:
+        """Wait until no fill runs (background refreshes included); cancel-safe."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     async def aclose(self) -> None:
         """Cancel every running fill and wait for them to stop."""
         self._is_closed = True
@@ -326,7 +338,7 @@ class Fills:
             fill.fail(FillFailed(f"fill {fill.key} was cancelled"))
             raise
         except Exception as exc:
-            if not isinstance(exc, ProxyError):
+            if not isinstance(exc, self._expected):
                 log.exception("fill %s failed", fill.key)
             fill.fail(exc)
         else:
