@@ -9,9 +9,9 @@ back. Its lifetime is the shortest of theirs; its tags the union of theirs.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
@@ -21,13 +21,16 @@ from weaver.cache import manifest as manifests
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import BlobWriter
 from weaver.config.schema import OriginConfig, RouteConfig
-from weaver.proxy import access_log, metrics
-from weaver.proxy.conductor import FragmentRecord, Outcome, PrimaryHead, Weave, variant_of
+from weaver.proxy import access_log, entries, metrics
+from weaver.proxy.conductor import Conductor, new_sequencer
 from weaver.proxy.edge import Edge
+from weaver.proxy.entries import EntryFacts, variant_key, variant_of
 from weaver.proxy.forwarding import strip_hop_by_hop
 from weaver.proxy.origin import OriginResponse
 from weaver.proxy.paint import Fill, Head
 from weaver.proxy.scanner import format_drops
+from weaver.proxy.weave import Weave
+from weaver.proxy.weave_events import FragmentRecord, SetHead, WeaveRecord
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +66,7 @@ class FillPlan:
     stale: Manifest | None = None
 
 
-def variant_key(key: str, variant: str) -> str:
-    """Where one variant of ``key`` is stored (RFC 9111 §4.1's secondary key)."""
-    return f"{key}|variant={variant}"
+__all__ = ["FillPlan", "fill_page", "variant_key"]
 
 
 async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
@@ -108,15 +109,7 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
 def _unstorable(plan: FillPlan, resp: OriginResponse) -> str | None:
     if not plan.key:
         return "not cacheable"
-    return fresh.storable(
-        method="GET",
-        status=resp.status,
-        request_headers=plan.headers,
-        response_headers=resp.headers,
-        route_allows_private=False,
-        route_ttl_s=plan.route.ttl_s,
-        allow_set_cookie=plan.route.store_set_cookie,
-    )
+    return entries.unstorable(plan.route, resp.status, plan.headers, resp.headers)
 
 
 def _head(plan: FillPlan, status: int, headers: CIMultiDict[str], reason: str | None) -> Head:
@@ -136,10 +129,18 @@ async def _weave(
     writer: BlobWriter | None,
     started: float,
     reason: str | None,
-) -> Weave:
+) -> WeaveRecord:
     shell_s = time.perf_counter() - started
+    weave = Weave(
+        config=edge.config,
+        route=plan.route,
+        origin=plan.origin,
+        base_url=resp.url,
+        shell_links=tuple(resp.headers.getall("Link", [])),
+    )
     async with asyncio.TaskGroup() as tasks:
-        weave = Weave(
+        conductor = Conductor(
+            weave=weave,
             store=edge.store,
             client=edge.client,
             config=edge.config,
@@ -148,27 +149,29 @@ async def _weave(
             fragment_headers=plan.fragment_headers,
             host_header=plan.host_header,
             tasks=tasks,
+            root=new_sequencer(edge.config, tasks),
         )
         try:
-            await _weave_into(fill, weave, plan, resp, writer, shell_s, reason)
+            await _weave_into(fill, conductor, plan, resp, writer, shell_s, reason)
         finally:
-            weave.close()
-    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
-    if weave.dropped:  # once per page, fragments included
-        log.warning("%s: ESI markup removed: %s", plan.url, format_drops(weave.dropped))
-    metrics.observe_weave(shell_s, weave.fragments)
+            conductor.close()
+    record = weave.record()
+    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
+    if record.dropped:  # once per page, fragments included
+        log.warning("%s: ESI markup removed: %s", plan.url, format_drops(dict(record.dropped)))
+    metrics.observe_weave(shell_s, record.fragments)
     access_log.woven(
         edge.config,
         plan.url,
         fill.head.result().status,
-        server_timing(shell_s, weave.fragments, max_bytes=None),
+        server_timing(shell_s, record.fragments, max_bytes=None),
     )
-    return weave
+    return record
 
 
 async def _weave_into(
     fill: Fill,
-    weave: Weave,
+    conductor: Conductor,
     plan: FillPlan,
     resp: OriginResponse,
     writer: BlobWriter | None,
@@ -176,26 +179,24 @@ async def _weave_into(
     reason: str | None,
 ) -> None:
     """Conduct the shell onto a sequencer; feed its output to the fill and the writer."""
-    seq = weave.sequencer()
-    scanned = asyncio.Event()  # the shell's first chunk is scanned: the head may go
-    weave.on_first_chunk = scanned.set
-    weave.tasks.create_task(weave.conduct_page(resp.chunks(), seq, base_url=resp.url))
-    await scanned.wait()
-    status = resp.status
+    seq = conductor.root
+    head_may_go: asyncio.Future[SetHead] = asyncio.get_running_loop().create_future()
+    conductor.on_head = head_may_go.set_result
+    conductor.tasks.create_task(conductor.conduct(resp.chunks()))
+    woven = await head_may_go
+    status = woven.status if woven.status is not None else resp.status
     headers = strip_hop_by_hop(resp.headers)
     for name in _SHELL_HEADERS_DROPPED:
         headers.popall(name, None)
-    if weave.primary is not None:
-        head: PrimaryHead = await weave.primary
-        status = head.status
-        if head.location is not None:
-            headers["Location"] = head.location
+    if woven.location is not None:
+        headers["Location"] = woven.location
     headers.popall("Link", None)
-    for link in merged_links(resp, weave.fragments):
+    for link in woven.links:
         headers.add("Link", link)
-    headers["Server-Timing"] = server_timing(shell_s, weave.fragments)
-    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
-    fill.channels = weave.channels
+    headers["Server-Timing"] = server_timing(shell_s, woven.record.fragments)
+    record = woven.record
+    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
+    fill.channels = list(record.channels)
     fill.set_head(_head(plan, status, headers, reason))
     first = seq.take_ready()
     if first:
@@ -204,11 +205,12 @@ async def _weave_into(
         await fill.feed(first)
     # Fragment fetches start once a client has the head and first bytes (or after a
     # grace period): starting twenty fetches must not delay the first byte.
-    fill.on_started(weave.start_fragments)
+    fill.on_started(conductor.start_fragments)
     async for chunk in seq:
         if writer is not None:
             await writer.write(chunk)
         await fill.feed(chunk)
+    fill.channels = list(conductor.weave.record().channels)
 
 
 async def _commit(
@@ -217,78 +219,36 @@ async def _commit(
     writer: BlobWriter,
     plan: FillPlan,
     resp: OriginResponse,
-    weave: Weave | None,
+    weave: WeaveRecord | None,
     request_time: float,
     response_time: float,
 ) -> None:
     """Commit the written body if the whole page may be stored; abort it otherwise."""
-    freshness = fresh.freshness_from_response(
-        request_time=request_time,
-        response_time=response_time,
-        response_headers=resp.headers,
-        route_ttl_s=plan.route.ttl_s,
-    )
-    tags = list(plan.route.tags) + list(fresh.tags_from_headers(resp.headers))
-    fragments: list[str] = []
-    if weave is not None:
-        if weave.has_fallback:
-            log.info("%s not stored: assembled with a fallback", plan.url)
-            writer.abort()
-            return
-        for record in weave.fragments:
-            problem = _fragment_problem(record, plan)
-            if problem is not None:
-                log.info("%s not stored: fragment %s %s", plan.url, record.src, problem)
-                writer.abort()
-                return
-            assert record.headers is not None or record.outcome is Outcome.SUSPENSE
-            if record.headers is None:
-                continue
-            if record.ttl_left_s is not None:  # what is left of the fragment's lifetime
-                lifetime = freshness.initial_age_s + record.ttl_left_s
-            else:
-                lifetime = fresh.freshness_lifetime(record.headers, route_ttl_s=plan.route.ttl_s)
-            freshness = dataclasses.replace(
-                freshness, lifetime_s=min(freshness.lifetime_s, lifetime)
-            )
-            tags.extend(fresh.tags_from_headers(record.headers))
-            fragments.append(record.src)
     head = fill.head.result()
-    stored_headers = fresh.filter_stored_headers(head.headers.items())
-    manifest = manifests.new_manifest(
-        plan.key,
-        head.status,
-        tuple(stored_headers),
-        freshness,
-        etag=resp.headers.get("ETag"),
-        last_modified=resp.headers.get("Last-Modified"),
-        tags=tuple(dict.fromkeys(tags)),
-        slots=tuple(fill.slots),
-        channels=tuple(fill.channels),
-        fragments=tuple(fragments),
-        variant=head.variant,
+    facts = entries.page_facts(
+        EntryFacts(
+            key=plan.key,
+            status=head.status,
+            headers=tuple(head.headers.items()),
+            freshness=entries.response_freshness(
+                plan.route, resp.headers, request_time, response_time
+            ),
+            tags=fresh.tags_from_headers(resp.headers),
+            etag=resp.headers.get("ETag"),
+            last_modified=resp.headers.get("Last-Modified"),
+            variant=head.variant,
+            slots=tuple(fill.slots),
+            channels=tuple(fill.channels),
+        ),
+        plan.route,
+        weave,
     )
-    stored = await writer.commit(manifest)
-    if stored is not None and stored.variant and edge.store is not None:
-        await edge.store.alias(
-            manifests.replace(stored, key=variant_key(stored.key, stored.variant))
-        )
-
-
-def _fragment_problem(record: FragmentRecord, plan: FillPlan) -> str | None:
-    if record.outcome is Outcome.SUSPENSE:
-        return None
-    if record.outcome not in (Outcome.OK, Outcome.ALT) or record.headers is None:
-        return f"ended {record.outcome}"
-    return fresh.storable(
-        method="GET",
-        status=record.status or 0,
-        request_headers={},
-        response_headers=record.headers,
-        route_allows_private=False,
-        route_ttl_s=plan.route.ttl_s,
-        allow_set_cookie=plan.route.store_set_cookie,
-    )
+    if isinstance(facts, str):
+        log.info("%s not stored: %s", plan.url, facts)
+        writer.abort()
+        return
+    assert edge.store is not None
+    await entries.commit(edge.store, writer, facts, alias_variant=True)
 
 
 async def _revalidated(
@@ -338,7 +298,7 @@ async def _revalidated(
 
 
 def server_timing(
-    shell_s: float, fragments: list[FragmentRecord], *, max_bytes: int | None = MAX_TIMING_BYTES
+    shell_s: float, fragments: Sequence[FragmentRecord], *, max_bytes: int | None = MAX_TIMING_BYTES
 ) -> str:
     """``Server-Timing``: the shell, then one entry per include that has ended (name,
     duration, outcome); includes still running are left out (the log has them all).
@@ -369,15 +329,3 @@ def server_timing(
 def _timing_text(text: str) -> str:
     printable = "".join(c for c in text[:100] if c.isprintable() and c.isascii())
     return printable.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def merged_links(shell: OriginResponse, fragments: list[FragmentRecord]) -> list[str]:
-    """``Link`` headers of the shell and of the blocking fragments answered so far."""
-    links: list[str] = []
-    sources = [shell.headers.getall("Link", [])]
-    sources += [r.headers.getall("Link", []) for r in fragments if r.headers is not None]
-    for values in sources:
-        for value in values:
-            if value not in links:
-                links.append(value)
-    return links
