@@ -255,6 +255,8 @@ class Weave:
             case DeadlineReached(part=part, attempt=attempt):
                 self._live(part, attempt, None)
                 self._fail(part, Outcome.TIMEOUT, "timeout", out, now_s)
+            case _:
+                raise WeaveError(f"not a weave event: {event!r}")
         return out
 
     # the shell
