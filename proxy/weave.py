@@ -29,14 +29,10 @@ from __future__ import annotations
 import enum
 import logging
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from multidict import CIMultiDictProxy
-
 from weaver.config.schema import Config, IncludeMode, OriginConfig, RouteConfig
-from weaver.proxy.errors import ProxyError
-from weaver.proxy.includes import IncludePlan, plan_include
+from weaver.proxy.includes import plan_include
 from weaver.proxy.scanner import Drop, Include, Scanner, Subscribe, Text
 from weaver.proxy.slots import cut_marker, placeholder, slot_id
 from weaver.proxy.weave_events import (
@@ -58,7 +54,6 @@ from weaver.proxy.weave_events import (
     FragmentFailed,
     FragmentHead,
     FragmentMissed,
-    FragmentRecord,
     Outcome,
     SetHead,
     ShellChunk,
@@ -69,65 +64,11 @@ from weaver.proxy.weave_events import (
     SuspenseSlot,
     WeaveRecord,
 )
+from weaver.proxy.weave_parts import Part, State, WeaveError
 
 log = logging.getLogger(__name__)
 
 _SCANNED_TYPES = ("text/html", "application/xhtml+xml")
-
-
-class State(enum.Enum):
-    """The lifecycle of one part (the document's or a fragment's)."""
-
-    ORDERED = "ordered"  # a fetch was ordered; no head yet
-    STREAMING = "streaming"  # its head is in; chunks flow
-    ENDED = "ended"  # ended, cut or given up
-
-
-_TRANSITIONS: Mapping[State, frozenset[State]] = {
-    State.ORDERED: frozenset({State.ORDERED, State.STREAMING, State.ENDED}),
-    State.STREAMING: frozenset({State.ORDERED, State.ENDED}),  # ORDERED again: its alt
-    State.ENDED: frozenset(),
-}
-
-
-class WeaveError(ProxyError):
-    """An event the weave's state does not allow (a driver bug, never page content)."""
-
-
-@dataclass(slots=True)
-class _Part:
-    """A fragment's mutable state inside the weave (never leaves it: see :meth:`frozen`)."""
-
-    plan: IncludePlan
-    path: tuple[int, ...]
-    chain: tuple[str, ...]
-    is_primary: bool
-    started_s: float
-    base_url: str = ""  # the URL its current fetch asked for (nested includes resolve on it)
-    state: State = State.ORDERED
-    attempt: int = FIRST
-    scanner: Scanner | None = None
-    outcome: Outcome = Outcome.PENDING
-    duration_s: float | None = None
-    status: int | None = None
-    streamed_bytes: int = 0
-    headers: CIMultiDictProxy[str] | None = None
-    ttl_left_s: float | None = None
-    is_cached: bool = False
-
-    def frozen(self) -> FragmentRecord:
-        return FragmentRecord(
-            src=self.plan.src,
-            mode=self.plan.mode,
-            started_s=self.started_s,
-            duration_s=self.duration_s,
-            outcome=self.outcome,
-            status=self.status,
-            streamed_bytes=self.streamed_bytes,
-            headers=self.headers,
-            ttl_left_s=self.ttl_left_s,
-            is_cached=self.is_cached,
-        )
 
 
 class _Head(enum.Enum):
@@ -156,7 +97,7 @@ class Weave:
     shell_links: tuple[str, ...] = ()
     requests_made: int = 0
     _scanner: Scanner = field(default_factory=Scanner)
-    _parts: list[_Part] = field(default_factory=list)
+    _parts: list[Part] = field(default_factory=list)
     _suspense: list[SuspenseSlot] = field(default_factory=list)
     _channels: list[str] = field(default_factory=list)
     _has_fallback: bool = False
@@ -246,7 +187,7 @@ class Weave:
                     frag.ttl_left_s = ttl_left_s
                 out.append(Commit(part, attempt))
                 outcome = Outcome.OK if attempt == FIRST else Outcome.ALT
-                self._end(frag, outcome, duration_s=now_s - frag.started_s)
+                frag.end(outcome, duration_s=now_s - frag.started_s)
                 out.append(EndPart(part))
             case FragmentFailed(part=part, failure=failure, attempt=attempt):
                 self._live(part, attempt, None)
@@ -298,7 +239,7 @@ class Weave:
         part: int,
         out: list[Command],
         now_s: float,
-        frag: _Part | None = None,
+        frag: Part | None = None,
     ) -> None:
         if isinstance(found, Text):
             if frag is not None:
@@ -311,7 +252,7 @@ class Weave:
             self._on_include(found, part, out, now_s, frag)
 
     def _on_include(
-        self, include: Include, parent: int, out: list[Command], now_s: float, frag: _Part | None
+        self, include: Include, parent: int, out: list[Command], now_s: float, frag: Part | None
     ) -> None:
         base_url = frag.base_url if frag is not None else self.base_url
         path = frag.path if frag is not None else ()
@@ -325,7 +266,7 @@ class Weave:
         is_primary = (
             plan.is_primary and frag is None and self.is_page and self._head is _Head.UNSENT
         )
-        new = _Part(
+        new = Part(
             plan=plan,
             path=position,
             chain=(*chain, plan.url),
@@ -340,7 +281,7 @@ class Weave:
             self._cut_include(new, parent, Outcome.REFUSED, plan.refused, out)
         elif plan.mode is IncludeMode.SUSPENSE:
             slot = slot_id(position, plan.src, is_stream=plan.is_stream)
-            self._end(new, Outcome.SUSPENSE, duration_s=0.0)
+            new.end(Outcome.SUSPENSE, duration_s=0.0)
             self._suspense.append(SuspenseSlot(slot, plan))
             text = placeholder(slot, plan.fallback, plan.src)
             out.append(StartSuspense(parent, slot, plan, text))
@@ -355,12 +296,12 @@ class Weave:
             out.append(FetchFragment(part, parent, plan.url, plan, is_urgent=new.is_primary))
 
     def _cut_include(
-        self, frag: _Part, parent: int, outcome: Outcome, why: str, out: list[Command]
+        self, frag: Part, parent: int, outcome: Outcome, why: str, out: list[Command]
     ) -> None:
         """An include never fetched: its marker and fallback stand in its place."""
         self._warn(frag.plan.src, outcome, why)
         self._has_fallback = True
-        self._end(frag, outcome, duration_s=0.0)
+        frag.end(outcome, duration_s=0.0)
         text = cut_marker(frag.plan.src, outcome)
         if not frag.plan.continue_on_error:
             text += frag.plan.fallback
@@ -373,7 +314,7 @@ class Weave:
 
     # fragments
 
-    def _live(self, part: int, attempt: int, state: State | None) -> _Part:
+    def _live(self, part: int, attempt: int, state: State | None) -> Part:
         """The fragment ``part`` if ``attempt`` is its current fetch in ``state``."""
         if not 1 <= part <= len(self._parts):
             raise WeaveError(f"no fragment part {part}")
@@ -384,17 +325,11 @@ class Weave:
             raise WeaveError(f"part {part} is {frag.state.value}, not {state.value}")
         return frag
 
-    def _set(self, frag: _Part, state: State) -> None:
-        """The one place a part's state changes."""
-        if state not in _TRANSITIONS[frag.state]:
-            raise WeaveError(f"a part cannot go from {frag.state.value} to {state.value}")
-        frag.state = state
-
-    def _on_head(self, head: FragmentHead, frag: _Part, out: list[Command], now_s: float) -> None:
+    def _on_head(self, head: FragmentHead, frag: Part, out: list[Command], now_s: float) -> None:
         part = head.part
         frag.status, frag.headers, frag.base_url = head.status, head.headers, head.url
         frag.is_cached, frag.ttl_left_s = head.is_cached, head.ttl_left_s
-        self._set(frag, State.STREAMING)
+        frag.move_to(State.STREAMING)
         location = head.headers.get("Location")
         if self._primary == part and head.attempt == FIRST:
             self._decide_primary(head.status, location, out)
@@ -410,9 +345,7 @@ class Weave:
         if content_type.strip().lower() in _SCANNED_TYPES:
             frag.scanner = Scanner()
 
-    def _stream(
-        self, frag: _Part, part: int, data: bytes, out: list[Command], now_s: float
-    ) -> None:
+    def _stream(self, frag: Part, part: int, data: bytes, out: list[Command], now_s: float) -> None:
         if frag.scanner is None:
             frag.streamed_bytes += len(data)
             out.append(Emit(part, data))
@@ -436,7 +369,7 @@ class Weave:
             log.info("fragment %s failed: %s", plan.src, why)
         first_error = outcome is Outcome.ERROR and frag.attempt == FIRST
         if first_error and plan.alt_url and frag.streamed_bytes == 0:
-            self._set(frag, State.ORDERED)
+            frag.move_to(State.ORDERED)
             frag.attempt = ALT
             out.append(FetchFragment(part, part, plan.alt_url, plan, attempt=ALT))
             return
@@ -449,9 +382,5 @@ class Weave:
         out.append(Cut(part, plan.src, outcome, text))
         if self._primary == part:
             self._decide_primary(502, None, out)
-        self._end(frag, outcome, duration_s=now_s - frag.started_s)
+        frag.end(outcome, duration_s=now_s - frag.started_s)
         out.append(EndPart(part))
-
-    def _end(self, frag: _Part, outcome: Outcome, *, duration_s: float) -> None:
-        self._set(frag, State.ENDED)
-        frag.outcome, frag.duration_s = outcome, duration_s

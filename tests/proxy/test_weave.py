@@ -18,7 +18,7 @@ from weaver.config.load import build_config
 from weaver.config.schema import Config
 from weaver.proxy.scanner import Drop, DropReason
 from weaver.proxy.slots import cut_marker, placeholder, slot_id
-from weaver.proxy.weave import State, Weave, WeaveError
+from weaver.proxy.weave import Weave
 from weaver.proxy.weave_events import (
     ALT,
     ROOT,
@@ -46,6 +46,7 @@ from weaver.proxy.weave_events import (
     StartSuspense,
     StopFetch,
 )
+from weaver.proxy.weave_parts import State, WeaveError
 
 SHOP = "http://127.0.0.1:9000"
 PAGE = SHOP + "/page"
@@ -687,7 +688,7 @@ def test_a_part_that_ended_cannot_change_state_again() -> None:
     part = w._parts[0]
     assert part.state is State.ENDED
     with pytest.raises(WeaveError, match="from ended to streaming"):
-        w._set(part, State.STREAMING)
+        part.move_to(State.STREAMING)
 
 
 def test_only_failures_count_as_fallbacks() -> None:
