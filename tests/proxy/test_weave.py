@@ -689,15 +689,3 @@ def test_a_part_that_ended_cannot_change_state_again() -> None:
     assert part.state is State.ENDED
     with pytest.raises(WeaveError, match="from ended to streaming"):
         part.move_to(State.STREAMING)
-
-
-def test_only_failures_count_as_fallbacks() -> None:
-    fallbacks = {o for o in Outcome if o.is_fallback}
-    assert fallbacks == {
-        Outcome.TIMEOUT,
-        Outcome.ERROR,
-        Outcome.REFUSED,
-        Outcome.DEPTH,
-        Outcome.LOOP,
-        Outcome.LIMIT,
-    }
