@@ -9,7 +9,9 @@ tags, variant — is an :class:`EntryFacts`; a page's facts fold in its fragment
 The functions that read or build ``Manifest``/``Freshness`` fields: :func:`lookup_fragment`
 (``freshness_of``, ``Freshness.state``/``age``, ``is_soft_purged``, ``variant``,
 ``headers``), :func:`response_freshness`, :func:`page_facts` (``lifetime_s``,
-``initial_age_s``) and :func:`commit` (``new_manifest``, ``replace(key=…)``).
+``initial_age_s``), :func:`commit` (``new_manifest``, ``replace(key=…)``),
+:func:`conditional_headers` (``headers``, ``fragments``) and :func:`refresh`
+(``replace`` with the seven freshness fields, ``is_soft_purged``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from weaver.cache import freshness as fresh
 from weaver.cache import manifest as manifests
 from weaver.cache.freshness import CacheState, Freshness
 from weaver.cache.keys import cache_key, normalise_url, parse_vary, request_vary_values
-from weaver.cache.store import BlobWriter, Store
+from weaver.cache.manifest import Manifest
+from weaver.cache.store import BlobWriter, Entry, Store
 from weaver.config.schema import RouteConfig
 from weaver.proxy.errors import FragmentError
 from weaver.proxy.weave_events import FragmentRecord, Outcome, WeaveRecord
@@ -126,6 +129,11 @@ def response_freshness(
     )
 
 
+def tags_of(received: Mapping[str, str]) -> tuple[str, ...]:
+    """The purge tags a response carries (its own; a page adds its route's)."""
+    return fresh.tags_from_headers(received)
+
+
 def ttl_left_s(freshness: Freshness) -> float:
     """Freshness left of a response just received."""
     return freshness.lifetime_s - freshness.initial_age_s
@@ -151,6 +159,50 @@ async def lookup_fragment(store: Store, key: str, sent: Mapping[str, str]) -> Ca
     return Cached(manifest.status, headers, ttl, entry.body())
 
 
+def conditional_headers(stale: Manifest) -> dict[str, str]:
+    """What revalidates ``stale`` (RFC 9111 §4.3.1); nothing for a woven page, whose
+    validators are the shell's, not the page's."""
+    if stale.fragments:
+        return {}
+    return fresh.conditional_headers(dict(stale.headers))
+
+
+async def refresh(
+    store: Store,
+    key: str,
+    stale: Manifest,
+    route: RouteConfig,
+    received: Mapping[str, str],
+    request_time: float,
+    response_time: float,
+) -> Entry:
+    """RFC 9111 §4.3.4: the origin said 304: store ``stale`` under ``key`` with the
+    merged headers and a new freshness, and return the refreshed entry.
+
+    Raises:
+        RuntimeError: the entry vanished meanwhile.
+    """
+    merged = fresh.merge_304(list(stale.headers), received)
+    freshness = response_freshness(route, CIMultiDict(merged), request_time, response_time)
+    manifest = manifests.replace(
+        stale,
+        headers=tuple(fresh.filter_stored_headers(merged)),
+        stored_at=freshness.stored_at,
+        initial_age_s=freshness.initial_age_s,
+        lifetime_s=freshness.lifetime_s,
+        stale_while_revalidate_s=freshness.stale_while_revalidate_s,
+        stale_if_error_s=freshness.stale_if_error_s,
+        must_revalidate=freshness.must_revalidate,
+        no_cache=freshness.no_cache,
+        is_soft_purged=False,
+    )
+    await store.update_manifest(key, manifest)
+    entry = await store.get(key)
+    if entry is None:
+        raise RuntimeError(f"{key} vanished while it was revalidated")
+    return entry
+
+
 async def begin(store: Store | None, key: str, reason: str | None) -> BlobWriter | None:
     """A writer for ``key`` if there is a store and nothing forbids storing (``reason``)."""
     if store is None or reason is not None or not key:
@@ -172,7 +224,7 @@ def fragment_facts(
         status=status,
         headers=tuple(received.items()),
         freshness=freshness,
-        tags=fresh.tags_from_headers(received),
+        tags=tags_of(received),
         etag=received.get("ETag"),
         last_modified=received.get("Last-Modified"),
         variant=variant_of(sent, received.get("Vary")),

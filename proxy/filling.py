@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 from multidict import CIMultiDict
 
-from weaver.cache import freshness as fresh
-from weaver.cache import manifest as manifests
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import BlobWriter
 from weaver.config.schema import OriginConfig, RouteConfig
@@ -76,15 +74,15 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
     headers = CIMultiDict(plan.headers)
     if plan.host_header is not None:
         headers["Host"] = plan.host_header
-    if plan.stale is not None and not plan.stale.fragments:
-        headers.update(fresh.conditional_headers(dict(plan.stale.headers)))
+    if plan.stale is not None:
+        headers.update(entries.conditional_headers(plan.stale))
     async with edge.client.request(plan.method, plan.url, headers=headers) as resp:
         response_time = time.time()
         if resp.status == 304 and plan.stale is not None:
             await _revalidated(fill, edge, plan, resp, request_time, response_time)
             return
         reason = _unstorable(plan, resp)
-        writer = await edge.store.begin(plan.key) if reason is None and edge.store else None
+        writer = await entries.begin(edge.store, plan.key, reason)
         try:
             if resp.is_html:
                 weave = await _weave(fill, edge, plan, resp, writer, started, reason)
@@ -233,7 +231,7 @@ async def _commit(
             freshness=entries.response_freshness(
                 plan.route, resp.headers, request_time, response_time
             ),
-            tags=fresh.tags_from_headers(resp.headers),
+            tags=entries.tags_of(resp.headers),
             etag=resp.headers.get("ETag"),
             last_modified=resp.headers.get("Last-Modified"),
             variant=head.variant,
@@ -260,31 +258,11 @@ async def _revalidated(
     response_time: float,
 ) -> None:
     """RFC 9111 §4.3.4: the origin said 304; refresh the stored headers and replay."""
-    stale = plan.stale
-    assert stale is not None and edge.store is not None
-    merged = fresh.merge_304(list(stale.headers), resp.headers)
-    freshness = fresh.freshness_from_response(
-        request_time=request_time,
-        response_time=response_time,
-        response_headers=CIMultiDict(merged),
-        route_ttl_s=plan.route.ttl_s,
+    assert plan.stale is not None and edge.store is not None
+    entry = await entries.refresh(
+        edge.store, plan.key, plan.stale, plan.route, resp.headers, request_time, response_time
     )
-    manifest = manifests.replace(
-        stale,
-        headers=tuple(fresh.filter_stored_headers(merged)),
-        stored_at=freshness.stored_at,
-        initial_age_s=freshness.initial_age_s,
-        lifetime_s=freshness.lifetime_s,
-        stale_while_revalidate_s=freshness.stale_while_revalidate_s,
-        stale_if_error_s=freshness.stale_if_error_s,
-        must_revalidate=freshness.must_revalidate,
-        no_cache=freshness.no_cache,
-        is_soft_purged=False,
-    )
-    await edge.store.update_manifest(plan.key, manifest)
-    entry = await edge.store.get(plan.key)
-    if entry is None:
-        raise RuntimeError(f"{plan.key} vanished while it was revalidated")
+    manifest = entry.manifest
     fill.set_head(
         Head(
             manifest.status,

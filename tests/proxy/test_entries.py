@@ -8,6 +8,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from weaver.cache.freshness import Freshness
+from weaver.cache.manifest import replace as msgspec_replace
 from weaver.cache.store import Store
 from weaver.config.load import build_config
 from weaver.config.schema import IncludeMode, RouteConfig
@@ -159,3 +160,36 @@ async def test_a_stale_fragment_is_not_served(tmp_path: Path) -> None:
         stale = Freshness(stored_at=0.0, initial_age_s=0.0, lifetime_s=1.0)
         await entries.commit(store, writer, EntryFacts("k", 200, (), stale))
         assert await entries.lookup_fragment(store, "k", {}) is None
+
+
+async def test_a_304_refreshes_the_stored_headers_and_freshness(tmp_path: Path) -> None:
+    async with Store(str(tmp_path), max_size_bytes=10**8) as store:
+        writer = await entries.begin(store, "p", None)
+        assert writer is not None
+        await writer.write(b"page")
+        old = Freshness(stored_at=0.0, initial_age_s=0.0, lifetime_s=1.0)
+        headers = (("Content-Type", "text/html"), ("ETag", '"v1"'))
+        await entries.commit(store, writer, EntryFacts("p", 200, headers, old))
+        stale = await store.get("p")
+        assert stale is not None
+        assert entries.conditional_headers(stale.manifest) == {"If-None-Match": '"v1"'}
+        woven = msgspec_replace(stale.manifest, fragments=("/f",))
+        assert entries.conditional_headers(woven) == {}
+        answered = received(Cache_Control="max-age=60")
+        entry = await entries.refresh(store, "p", stale.manifest, route(), answered, 5.0, 5.0)
+    assert entry.manifest.lifetime_s == 60.0
+    assert ("Cache-Control", "max-age=60") in entry.manifest.headers
+    assert b"".join([c async for c in entry.body()]) == b"page"
+
+
+async def test_a_refresh_of_an_entry_that_vanished_says_so(tmp_path: Path) -> None:
+    async with Store(str(tmp_path), max_size_bytes=10**8) as store:
+        writer = await entries.begin(store, "p", None)
+        assert writer is not None
+        await writer.write(b"page")
+        fresh = Freshness(stored_at=1e12, initial_age_s=0.0, lifetime_s=60.0)
+        await entries.commit(store, writer, EntryFacts("p", 200, (), fresh))
+        stale = await store.get("p")
+        assert stale is not None
+        with pytest.raises(RuntimeError, match="gone vanished"):
+            await entries.refresh(store, "gone", stale.manifest, route(), {}, 5.0, 5.0)
