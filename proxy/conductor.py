@@ -100,6 +100,7 @@ class Conductor:
     is_started: bool = False
     _parts: dict[int, Sequencer] = field(default_factory=dict)
     _stopped: set[tuple[int, int]] = field(default_factory=set)
+    _ended: set[int] = field(default_factory=set)
     _pending: dict[tuple[int, int], tuple[BlobWriter, EntryFacts]] = field(default_factory=dict)
     _waiting: list[Coroutine[Any, Any, None]] = field(default_factory=list)
     _go_timer: asyncio.TimerHandle | None = None
@@ -152,13 +153,23 @@ class Conductor:
                     if self.on_head is not None:
                         self.on_head(command)
                 case Commit(part=part, attempt=attempt):
-                    pending = self._pending.pop((part, attempt), None)
-                    if pending is not None and self.store is not None:
-                        await entries.commit(self.store, *pending)
+                    await self._commit(part, attempt)
                 case EmitBootstrap(part=part):
                     self._parts[part].push_deferred(self._bootstrap)
                 case EndPart(part=part):
+                    self._ended.add(part)
                     self._parts[part].end()
+
+    async def _commit(self, part: int, attempt: int) -> None:
+        """Commit the fragment's entry, if it was fetched to be stored. A store that
+        fails loses the entry, never the page (the bytes are already out)."""
+        pending = self._pending.pop((part, attempt), None)
+        if pending is None or self.store is None:
+            return
+        try:
+            await entries.commit(self.store, *pending)
+        except Exception:
+            log.exception("fragment %s not stored", pending[1].key)
 
     def _bootstrap(self) -> bytes:
         """The client runtime's script tag, last in a page that has suspense slots or
@@ -202,7 +213,7 @@ class Conductor:
     # one fragment fetch
 
     def _is_live(self, part: int, attempt: int) -> bool:
-        return (part, attempt) not in self._stopped
+        return (part, attempt) not in self._stopped and part not in self._ended
 
     async def _fetch(self, order: FetchFragment) -> None:
         """Fetch one fragment (from the store or the origin) into its part, feeding the
@@ -214,7 +225,7 @@ class Conductor:
         except TimeoutError:
             failure = Failure.TIMEOUT
         except (OriginError, FragmentError) as exc:
-            log.info("fragment %s failed: %s", order.plan.src, exc)
+            log.info("fragment %s failed: %s", order.url, exc)
             failure = Failure.ERROR
         except Exception:
             log.exception("fragment %s failed unexpectedly", order.plan.src)

@@ -192,10 +192,10 @@ class Weave:
             case FragmentFailed(part=part, failure=failure, attempt=attempt):
                 self._live(part, attempt, None)
                 outcome = Outcome.TIMEOUT if failure is Failure.TIMEOUT else Outcome.ERROR
-                self._fail(part, outcome, failure.value, out, now_s)
+                self._fail(part, outcome, None, out, now_s)  # the driver logged why
             case DeadlineReached(part=part, attempt=attempt):
                 self._live(part, attempt, None)
-                self._fail(part, Outcome.TIMEOUT, "timeout", out, now_s)
+                self._fail(part, Outcome.TIMEOUT, None, out, now_s)
             case _:
                 raise WeaveError(f"not a weave event: {event!r}")
         return out
@@ -354,16 +354,19 @@ class Weave:
             self._on_found(found, part, out, now_s, frag)
 
     def _fail(
-        self, part: int, outcome: Outcome, why: str, out: list[Command], now_s: float
+        self, part: int, outcome: Outcome, why: str | None, out: list[Command], now_s: float
     ) -> None:
-        """The current fetch of ``part`` failed: its alt, else its cut."""
+        """The current fetch of ``part`` failed: its alt, else its cut. ``why`` is logged
+        (None: the driver logged it, with the error it saw)."""
         frag = self._parts[part - 1]
         out.append(StopFetch(part, frag.attempt))
         if frag.scanner is not None:
             self._dropped.update(frag.scanner.dropped)
             frag.scanner = None
         plan = frag.plan
-        if outcome is Outcome.LIMIT:
+        if why is None:
+            pass
+        elif outcome is Outcome.LIMIT:
             self._warn(plan.src, outcome, why)
         else:
             log.info("fragment %s failed: %s", plan.src, why)
