@@ -185,7 +185,8 @@ class Weave:
                     frag.scanner = None
                 if ttl_left_s is not None:
                     frag.ttl_left_s = ttl_left_s
-                out.append(Commit(part, attempt))
+                if not frag.is_cached:
+                    out.append(Commit(part, attempt))
                 outcome = Outcome.OK if attempt == FIRST else Outcome.ALT
                 frag.end(outcome, duration_s=now_s - frag.started_s)
                 out.append(EndPart(part))

@@ -63,7 +63,10 @@ class ShellFailed:
 
 @dataclass(frozen=True, slots=True)
 class FragmentMissed:
-    """The fragment is not in the cache: the driver asks whether it may request it."""
+    """The fragment is not in the cache: the driver asks whether it may request it.
+
+    The weave answers nothing when it may (it counts the request), or :class:`StopFetch`
+    and a :class:`Cut` past ``server.max_fragment_requests``."""
 
     part: int
     attempt: int = FIRST
@@ -183,7 +186,8 @@ class SetHead:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """The fragment fetched into ``part`` is whole: commit its cache entry, if any."""
+    """The fragment fetched from the origin into ``part`` is whole: commit its cache
+    entry, if the driver began one (never for a fragment read from the cache)."""
 
     part: int
     attempt: int

@@ -233,6 +233,17 @@ def test_a_shell_that_breaks_off_sends_the_head_and_ends_its_part_without_bootst
         w.handle(ShellChunk(b"more"), 0.0)
 
 
+def test_a_woven_streams_includes_nest_under_its_own_url() -> None:
+    # A slot stream is already one level deep: its own src is a loop, and with
+    # max_include_depth = 1 its includes are past the limit.
+    w = weave(chain=(PAGE,), is_page=False)
+    assert (
+        Playbook(w) >> ShellChunk(b'<esi:include src="/page"/>') << cut(ROOT, "/page", Outcome.LOOP)
+    )
+    w = weave(config({"max_include_depth": 1}), chain=(PAGE,), is_page=False)
+    assert Playbook(w) >> ShellChunk(b'<esi:include src="/f"/>') << cut(ROOT, "/f", Outcome.DEPTH)
+
+
 def test_a_woven_stream_sets_no_head_and_has_no_bootstrap() -> None:
     w = weave(chain=(PAGE,), is_page=False)
     assert (
@@ -291,8 +302,7 @@ def test_a_fragment_read_from_the_cache_keeps_its_ttl_and_makes_no_request() -> 
         << head()
         >> cached
         >> FragmentEnd(1)
-        << Commit(1, 0)
-        << EndPart(1)
+        << EndPart(1)  # nothing to commit
     )
     [record] = w.record().fragments
     assert (record.is_cached, record.ttl_left_s, w.requests_made) == (True, 9.0, 0)
