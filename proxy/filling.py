@@ -11,23 +11,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
 
-from weaver.cache import freshness as fresh
-from weaver.cache import manifest as manifests
 from weaver.cache.fills import Fill, Head
 from weaver.cache.manifest import Manifest
-from weaver.cache.policy import Answer, Part, Policy, Rules, entry_policy
+from weaver.cache.policy import Answer, Refusal
 from weaver.cache.store import BlobWriter
 from weaver.config.schema import OriginConfig, RouteConfig
-from weaver.proxy import access_log, metrics
-from weaver.proxy.conductor import FragmentRecord, Outcome, PrimaryHead, Weave, variant_of
+from weaver.proxy import access_log, entries, metrics
+from weaver.proxy.conductor import Conductor, new_sequencer
 from weaver.proxy.edge import Edge
+from weaver.proxy.entries import EntryFacts, variant_of
 from weaver.proxy.forwarding import strip_hop_by_hop
 from weaver.proxy.origin import OriginResponse
 from weaver.proxy.scanner import format_drops
+from weaver.proxy.weave import Weave
+from weaver.proxy.weave_events import FragmentRecord, SetHead, WeaveRecord
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,7 @@ class FillPlan:
     stale: Manifest | None = None
 
 
-def variant_key(key: str, variant: str) -> str:
-    """Where one variant of ``key`` is stored (RFC 9111 §4.1's secondary key)."""
-    return f"{key}|variant={variant}"
+__all__ = ["FillPlan", "fill_page"]
 
 
 async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
@@ -75,15 +75,21 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
     headers = CIMultiDict(plan.headers)
     if plan.host_header is not None:
         headers["Host"] = plan.host_header
-    if plan.stale is not None and not plan.stale.fragments:
-        headers.update(fresh.conditional_headers(dict(plan.stale.headers)))
+    if plan.stale is not None:
+        headers.update(entries.conditional_headers(plan.stale))
     async with edge.client.request(plan.method, plan.url, headers=headers) as resp:
         response_time = edge.clock.time()
         if resp.status == 304 and plan.stale is not None:
             await _revalidated(fill, edge, plan, resp, request_time, response_time)
             return
-        reason = _unstorable(plan, resp, request_time, response_time)
-        writer = await edge.store.begin(plan.key) if reason is None and edge.store else None
+        refusal = entries.shell_refusal(
+            plan.route,
+            Answer(resp.status, resp.headers, request_time, response_time),
+            plan.headers,
+            plan.key,
+        )
+        reason = None if refusal is None else str(refusal)
+        writer = await entries.begin(edge.store, plan.key, refusal)
         try:
             if resp.is_html:
                 weave = await _weave(fill, edge, plan, resp, writer, started, reason)
@@ -105,45 +111,6 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
                 writer.abort()
 
 
-def _unstorable(
-    plan: FillPlan, resp: OriginResponse, request_time: float, response_time: float
-) -> str | None:
-    policy = _policy(plan, resp, request_time, response_time, None)
-    return None if policy.refusal is None else str(policy.refusal)
-
-
-def _policy(
-    plan: FillPlan,
-    resp: OriginResponse,
-    request_time: float,
-    response_time: float,
-    weave: Weave | None,
-) -> Policy:
-    parts = [] if weave is None else [_part(r) for r in weave.fragments]
-    return entry_policy(
-        Answer(resp.status, resp.headers, request_time, response_time),
-        [p for p in parts if p is not None],
-        rules=Rules.page(plan.route),
-        request_headers=plan.headers,
-        key=plan.key,
-        has_fallback=weave is not None and weave.has_fallback,
-    )
-
-
-def _part(record: FragmentRecord) -> Part | None:
-    """A blocking fragment for the cache's policy; None for a suspense include."""
-    if record.outcome is Outcome.SUSPENSE:
-        return None
-    return Part(
-        record.src,
-        str(record.outcome),
-        is_answered=record.outcome in (Outcome.OK, Outcome.ALT),
-        status=record.status,
-        headers=record.headers,
-        ttl_left_s=record.ttl_left_s,
-    )
-
-
 def _head(plan: FillPlan, status: int, headers: CIMultiDict[str], reason: str | None) -> Head:
     return Head(
         status,
@@ -161,11 +128,20 @@ async def _weave(
     writer: BlobWriter | None,
     started: float,
     reason: str | None,
-) -> Weave:
+) -> WeaveRecord:
     shell_s = time.perf_counter() - started
+    weave = Weave(
+        config=edge.config,
+        route=plan.route,
+        origin=plan.origin,
+        base_url=resp.url,
+        shell_links=tuple(resp.headers.getall("Link", [])),
+    )
     async with asyncio.TaskGroup() as tasks:
-        weave = Weave(
+        conductor = Conductor(
+            weave=weave,
             store=edge.store,
+            clock=edge.clock,
             client=edge.client,
             config=edge.config,
             route=plan.route,
@@ -173,28 +149,29 @@ async def _weave(
             fragment_headers=plan.fragment_headers,
             host_header=plan.host_header,
             tasks=tasks,
-            clock=edge.clock,
+            root=new_sequencer(edge.config, tasks),
         )
         try:
-            await _weave_into(fill, weave, plan, resp, writer, shell_s, reason)
+            await _weave_into(fill, conductor, plan, resp, writer, shell_s, reason)
         finally:
-            weave.close()
-    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
-    if weave.dropped:  # once per page, fragments included
-        log.warning("%s: ESI markup removed: %s", plan.url, format_drops(weave.dropped))
-    metrics.observe_weave(shell_s, weave.fragments)
+            conductor.close()
+    record = weave.record()
+    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
+    if record.dropped:  # once per page, fragments included
+        log.warning("%s: ESI markup removed: %s", plan.url, format_drops(dict(record.dropped)))
+    metrics.observe_weave(shell_s, record.fragments)
     access_log.woven(
         edge.config,
         plan.url,
         fill.head.result().status,
-        server_timing(shell_s, weave.fragments, max_bytes=None),
+        server_timing(shell_s, record.fragments, max_bytes=None),
     )
-    return weave
+    return record
 
 
 async def _weave_into(
     fill: Fill,
-    weave: Weave,
+    conductor: Conductor,
     plan: FillPlan,
     resp: OriginResponse,
     writer: BlobWriter | None,
@@ -202,26 +179,24 @@ async def _weave_into(
     reason: str | None,
 ) -> None:
     """Conduct the shell onto a sequencer; feed its output to the fill and the writer."""
-    seq = weave.sequencer()
-    scanned = asyncio.Event()  # the shell's first chunk is scanned: the head may go
-    weave.on_first_chunk = scanned.set
-    weave.tasks.create_task(weave.conduct_page(resp.chunks(), seq, base_url=resp.url))
-    await scanned.wait()
-    status = resp.status
+    seq = conductor.root
+    head_may_go: asyncio.Future[SetHead] = asyncio.get_running_loop().create_future()
+    conductor.on_head = head_may_go.set_result
+    conductor.tasks.create_task(conductor.conduct(resp.chunks()))
+    woven = await head_may_go
+    status = woven.status if woven.status is not None else resp.status
     headers = strip_hop_by_hop(resp.headers)
     for name in _SHELL_HEADERS_DROPPED:
         headers.popall(name, None)
-    if weave.primary is not None:
-        head: PrimaryHead = await weave.primary
-        status = head.status
-        if head.location is not None:
-            headers["Location"] = head.location
+    if woven.location is not None:
+        headers["Location"] = woven.location
     headers.popall("Link", None)
-    for link in merged_links(resp, weave.fragments):
+    for link in woven.links:
         headers.add("Link", link)
-    headers["Server-Timing"] = server_timing(shell_s, weave.fragments)
-    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
-    fill.channels = weave.channels
+    headers["Server-Timing"] = server_timing(shell_s, woven.record.fragments)
+    record = woven.record
+    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
+    fill.channels = list(record.channels)
     fill.set_head(_head(plan, status, headers, reason))
     first = seq.take_ready()
     if first:
@@ -230,11 +205,12 @@ async def _weave_into(
         await fill.feed(first)
     # Fragment fetches start once a client has the head and first bytes (or after a
     # grace period): starting twenty fetches must not delay the first byte.
-    fill.on_started(weave.start_fragments)
+    fill.on_started(conductor.start_fragments)
     async for chunk in seq:
         if writer is not None:
             await writer.write(chunk)
         await fill.feed(chunk)
+    fill.channels = list(conductor.weave.record().channels)
 
 
 async def _commit(
@@ -243,36 +219,37 @@ async def _commit(
     writer: BlobWriter,
     plan: FillPlan,
     resp: OriginResponse,
-    weave: Weave | None,
+    weave: WeaveRecord | None,
     request_time: float,
     response_time: float,
 ) -> None:
     """Commit the written body if the whole page may be stored; abort it otherwise."""
-    policy = _policy(plan, resp, request_time, response_time, weave)
-    if policy.refusal is not None:
-        log.info("%s not stored: %s", plan.url, policy.refusal)
+    head = fill.head.result()
+    facts = entries.page_facts(
+        EntryFacts(
+            key=plan.key,
+            status=head.status,
+            headers=tuple(head.headers.items()),
+            freshness=entries.response_freshness(
+                plan.route, resp.headers, request_time, response_time
+            ),
+            etag=resp.headers.get("ETag"),
+            last_modified=resp.headers.get("Last-Modified"),
+            variant=head.variant,
+            slots=tuple(fill.slots),
+            channels=tuple(fill.channels),
+        ),
+        plan.route,
+        weave,
+        Answer(resp.status, resp.headers, request_time, response_time),
+        plan.headers,
+    )
+    if isinstance(facts, Refusal):
+        log.info("%s not stored: %s", plan.url, facts)
         writer.abort()
         return
-    head = fill.head.result()
-    stored_headers = fresh.filter_stored_headers(head.headers.items())
-    manifest = manifests.new_manifest(
-        plan.key,
-        head.status,
-        tuple(stored_headers),
-        policy.freshness,
-        etag=resp.headers.get("ETag"),
-        last_modified=resp.headers.get("Last-Modified"),
-        tags=policy.tags,
-        slots=tuple(fill.slots),
-        channels=tuple(fill.channels),
-        fragments=policy.fragments,
-        variant=head.variant,
-    )
-    stored = await writer.commit(manifest)
-    if stored is not None and stored.variant and edge.store is not None:
-        await edge.store.alias(
-            manifests.replace(stored, key=variant_key(stored.key, stored.variant))
-        )
+    assert edge.store is not None
+    await entries.commit(edge.store, writer, facts, alias_variant=True)
 
 
 async def _revalidated(
@@ -284,25 +261,11 @@ async def _revalidated(
     response_time: float,
 ) -> None:
     """RFC 9111 §4.3.4: the origin said 304; refresh the stored headers and replay."""
-    stale = plan.stale
-    assert stale is not None and edge.store is not None
-    merged = fresh.merge_304(list(stale.headers), resp.headers)
-    freshness = fresh.freshness_from_response(
-        request_time=request_time,
-        response_time=response_time,
-        response_headers=CIMultiDict(merged),
-        route_ttl_s=plan.route.ttl_s,
+    assert plan.stale is not None and edge.store is not None
+    entry = await entries.refresh(
+        edge.store, plan.key, plan.stale, plan.route, resp.headers, request_time, response_time
     )
-    manifest = manifests.replace(
-        stale,
-        headers=tuple(fresh.filter_stored_headers(merged)),
-        freshness=freshness,
-        is_soft_purged=False,
-    )
-    await edge.store.update_manifest(plan.key, manifest)
-    entry = await edge.store.get(plan.key)
-    if entry is None:
-        raise RuntimeError(f"{plan.key} vanished while it was revalidated")
+    manifest = entry.manifest
     fill.set_head(
         Head(
             manifest.status,
@@ -316,7 +279,7 @@ async def _revalidated(
 
 
 def server_timing(
-    shell_s: float, fragments: list[FragmentRecord], *, max_bytes: int | None = MAX_TIMING_BYTES
+    shell_s: float, fragments: Sequence[FragmentRecord], *, max_bytes: int | None = MAX_TIMING_BYTES
 ) -> str:
     """``Server-Timing``: the shell, then one entry per include that has ended (name,
     duration, outcome); includes still running are left out (the log has them all).
@@ -347,15 +310,3 @@ def server_timing(
 def _timing_text(text: str) -> str:
     printable = "".join(c for c in text[:100] if c.isprintable() and c.isascii())
     return printable.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def merged_links(shell: OriginResponse, fragments: list[FragmentRecord]) -> list[str]:
-    """``Link`` headers of the shell and of the blocking fragments answered so far."""
-    links: list[str] = []
-    sources = [shell.headers.getall("Link", [])]
-    sources += [r.headers.getall("Link", []) for r in fragments if r.headers is not None]
-    for values in sources:
-        for value in values:
-            if value not in links:
-                links.append(value)
-    return links

@@ -43,10 +43,10 @@ from weaver.proxy.compress import (
     negotiate,
     new_compressor,
 )
-from weaver.proxy.conductor import variant_of
 from weaver.proxy.edge import EDGE_KEY, Edge
+from weaver.proxy.entries import variant_key, variant_of
 from weaver.proxy.errors import OriginError
-from weaver.proxy.filling import FillPlan, fill_page, variant_key
+from weaver.proxy.filling import FillPlan, fill_page
 from weaver.proxy.forwarding import (
     ASKED_BY_WEAVER,
     canonical_headers,

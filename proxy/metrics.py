@@ -28,8 +28,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from weaver.cache.store import StoreUsage
-from weaver.proxy.conductor import FragmentRecord
 from weaver.proxy.edge import EDGE_KEY
+from weaver.proxy.weave_events import FragmentRecord
 from weaver.session import stats
 from weaver.session.stats import SessionEvent
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
@@ -186,10 +186,10 @@ class Sequencer(AbstractAsyncContextManager["Sequencer"]):
 
     # consumer side
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self._consume()
 
-    async def _consume(self) -> AsyncIterator[bytes]:
+    async def _consume(self) -> AsyncGenerator[bytes, None]:
         """Yield the parts' bytes in push order, joined into writes of a useful size."""
         try:
             while True:
@@ -231,7 +231,7 @@ class Sequencer(AbstractAsyncContextManager["Sequencer"]):
         direct = 0
         while self._parts and size < MAX_WRITE_BYTES:
             head = self._parts[0]
-            if head.child is not None or head.error is not None:
+            if head.child is not None:
                 break
             if head.deferred is not None:
                 make, head.deferred = head.deferred, None
@@ -248,8 +248,8 @@ class Sequencer(AbstractAsyncContextManager["Sequencer"]):
                     direct += len(chunk)
             if head.space is not None and head.nbytes <= self.max_buffer_bytes:
                 head.space.set()
-            if head.chunks or not head.is_closed:
-                break
+            if head.chunks or not head.is_closed or head.error is not None:
+                break  # an error goes to the consumer after the bytes before it
             self._parts.popleft()
         if direct:
             self._pending_direct_bytes -= direct

@@ -31,13 +31,15 @@ import orjson
 from multidict import CIMultiDict
 
 from weaver.config.schema import Config, OriginConfig, RouteConfig
-from weaver.proxy.conductor import MAX_SUSPENSE_BYTES, Weave, request_url
+from weaver.proxy.conductor import Conductor, new_sequencer
+from weaver.proxy.entries import request_url
 from weaver.proxy.errors import FragmentError
 from weaver.proxy.includes import IncludePlan
 from weaver.proxy.origin import OriginClient, OriginResponse
-from weaver.proxy.sequencer import Sequencer
+from weaver.proxy.weave import Weave
 from weaver.session.slots import Append, Emit, Progress, Replace
 
+MAX_SUSPENSE_BYTES = 1024 * 1024  # one slot's whole HTML
 MAX_STREAM_BYTES = 8 * 1024 * 1024  # one slot stream's HTML
 MAX_SSE_LINE_BYTES = 1024 * 1024
 
@@ -190,34 +192,42 @@ async def _sse_html(resp: OriginResponse, emit: Emit) -> AsyncIterator[bytes]:
 
 
 async def _woven(fetch: SlotFetch, body: AsyncIterator[bytes], url: str, emit: Emit) -> None:
-    """Weave ``body`` (scan it, fetch its blocking includes in parallel, splice them in
-    order) and emit what comes out as it comes out."""
+    """Weave ``body`` with the page's core and driver (scan it, fetch its blocking
+    includes in parallel, splice them in order) and emit what comes out as it comes out.
+    Its includes nest under its own URL (``chain``) and it sets no response head."""
+    weave = Weave(
+        config=fetch.config,
+        route=fetch.route,
+        origin=fetch.origin,
+        base_url=url,
+        chain=(url,),
+        is_page=False,
+    )
     try:
         async with asyncio.TaskGroup() as tasks:
-            weave = Weave(
+            conductor = Conductor(
+                weave=weave,
                 client=fetch.client,
                 config=fetch.config,
                 route=fetch.route,
                 origin=fetch.origin,
                 fragment_headers=fetch.headers,
                 tasks=tasks,
+                root=new_sequencer(fetch.config, tasks),
+                is_started=True,  # no response head to wait for: fetch at once
             )
-            weave.is_started = True  # no response head to wait for: fetch at once
-            seq = weave.sequencer()
-            tasks.create_task(_conduct(weave, body, seq, url))
-            await _plain(aiter(seq), emit)
+            tasks.create_task(_conduct(conductor, body))
+            await _plain(aiter(conductor.root), emit)
     except BaseExceptionGroup as group:  # the first failure, as the caller knows it
         raise group.exceptions[0] from None
 
 
-async def _conduct(weave: Weave, body: AsyncIterator[bytes], seq: Sequencer, url: str) -> None:
+async def _conduct(conductor: Conductor, body: AsyncIterator[bytes]) -> None:
     try:
-        await weave.conduct(body, seq, base_url=url, path=(), chain=(url,), record=None)
-    except Exception as exc:
-        seq.push(_Raising(exc))  # fails the stream where it broke, after what came before
+        await conductor.conduct(body)  # a break pushes its error in place, then ends
     finally:
-        weave.close()
-        seq.end()
+        conductor.close()
+        conductor.root.end()
 
 
 async def _plain(body: AsyncIterator[bytes], emit: Emit) -> None:
@@ -233,14 +243,3 @@ async def _plain(body: AsyncIterator[bytes], emit: Emit) -> None:
     tail = decoder.decode(b"", final=True)
     if tail:
         emit(Append(tail))
-
-
-class _Raising:
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc
-
-    def __aiter__(self) -> _Raising:
-        return self
-
-    async def __anext__(self) -> bytes:
-        raise self.exc

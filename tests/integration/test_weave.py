@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -17,11 +16,26 @@ from tests.integration.harness import Recorder, html, weaver_in_front_of
 from tests.servers import Handler, serve_app
 
 
-def fragment(text: str, delay_s: float = 0.0) -> Handler:
+def fragment(text: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
-        if delay_s:
-            await asyncio.sleep(delay_s)
         return html(text)
+
+    return handler
+
+
+def hanging(cancelled: list[str], all_cancelled: asyncio.Event, count: int = 1) -> Handler:
+    """A fragment that never answers; ``all_cancelled`` is set once ``count`` of its
+    requests were cancelled (Weaver closed their connections)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(request.path)
+            if len(cancelled) == count:
+                all_cancelled.set()
+            raise
+        raise AssertionError("unreachable")
 
     return handler
 
@@ -132,14 +146,16 @@ async def test_timeout_yields_the_fallback_and_a_marker_comment(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="weaver.access")
+    cancelled: list[str] = []
+    closed = asyncio.Event()
     routes = {
         "/": page('<weaver-include src="/slow" timeout="100ms">fallback</weaver-include>!'),
-        "/slow": fragment("too late", delay_s=5),
+        "/slow": hanging(cancelled, closed),
     }
-    rec = Recorder()
-    async with asyncio.timeout(10), weaver_in_front_of(routes, rec) as url:
+    async with asyncio.timeout(10), weaver_in_front_of(routes) as url:
         status, body, headers = await get(url + "/")
-        await _until(lambda: "/slow" in rec.cancelled)
+        await closed.wait()  # the timed-out fetch's connection was closed
+    assert cancelled == ["/slow"]
     assert status == 200
     assert re.fullmatch(r"<!-- weaver: fragment /slow [^>]*timeout[^>]*-->fallback!", body), body
     # The headers left before the fragment ended: it is left out of them (never reported
@@ -209,22 +225,24 @@ async def test_absolute_include_to_another_port_is_refused_and_never_connected()
 async def test_client_disconnect_cancels_every_fragment_fetch() -> None:
     rec = Recorder()
     started = asyncio.Event()
+    cancelled: list[str] = []
+    all_cancelled = asyncio.Event()
+    hang = hanging(cancelled, all_cancelled, count=5)
 
-    async def hang(request: web.Request) -> web.Response:
+    async def hang_when_all_arrived(request: web.Request) -> web.Response:
         if len(rec.requests) >= 6:
             started.set()
-        await asyncio.sleep(30)
-        return html("never")
+        return await hang(request)  # type: ignore[return-value]  # it never returns
 
-    routes: dict[str, Handler] = {f"/h/{i}": hang for i in range(5)}
+    routes: dict[str, Handler] = {f"/h/{i}": hang_when_all_arrived for i in range(5)}
     routes["/"] = page("".join(f'<esi:include src="/h/{i}"/>' for i in range(5)))
     async with asyncio.timeout(10), weaver_in_front_of(routes, rec) as url:
         async with aiohttp.ClientSession() as client:
             resp = await client.get(url + "/")
             await started.wait()
             resp.close()  # the visitor goes away mid-page
-        await _until(lambda: len(rec.cancelled) == 5)
-    assert sorted(rec.cancelled) == [f"/h/{i}" for i in range(5)]
+        await all_cancelled.wait()
+    assert sorted(cancelled) == [f"/h/{i}" for i in range(5)]
     assert not any(p.startswith("/h/") for p in rec.finished)
 
 
@@ -328,10 +346,3 @@ async def test_unreachable_origin_gets_a_short_502_page(tmp_path: Path) -> None:
     assert status == 502
     assert 'could not get an answer from the origin "shop"' in body
     assert "Traceback" not in body
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Poll ``condition``: what it watches (the origin's view) has no event to wait on."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)

@@ -1,0 +1,152 @@
+"""The driver against a real origin and store: what only sockets and disks show.
+
+The weave's rules are in tests/proxy/test_weave.py; these check that the conductor carries
+its commands out: fragments fetched into their parts, committed to the store and read back
+without a request, a given-up fetch's connection closed, a broken shell failing the
+response where it broke.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+from tests.servers import serve_app
+from weaver.cache.store import Store
+from weaver.config.load import build_config
+from weaver.config.schema import Config
+from weaver.proxy.conductor import BOOTSTRAP, Conductor, new_sequencer
+from weaver.proxy.origin import OriginClient
+from weaver.proxy.weave import Weave
+from weaver.proxy.weave_events import Outcome, SetHead, WeaveRecord
+
+
+def config(origin: str) -> Config:
+    return build_config(
+        {
+            "origin": [{"name": "shop", "url": origin}],
+            "route": [{"path": "/", "origin": "shop", "fragment_timeout": "2s"}],
+        },
+        "<test>",
+    )
+
+
+async def chunks(parts: Iterable[bytes], error: Exception | None = None) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+    if error is not None:
+        raise error
+
+
+async def weave_page(
+    cfg: Config,
+    body: AsyncIterator[bytes],
+    *,
+    store: Store | None = None,
+    heads: list[SetHead] | None = None,
+    out: bytearray | None = None,
+) -> tuple[bytes, WeaveRecord]:
+    """Conduct ``body`` as a page and read its output (into ``out``) as a consumer would."""
+    origin = cfg.origins[0]
+    weave = Weave(config=cfg, route=cfg.routes[0], origin=origin, base_url=origin.url + "/")
+    out = bytearray() if out is None else out
+    async with OriginClient(cfg) as client, asyncio.TaskGroup() as tasks:
+        conductor = Conductor(
+            weave=weave,
+            client=client,
+            config=cfg,
+            route=cfg.routes[0],
+            origin=origin,
+            fragment_headers=CIMultiDict(),
+            tasks=tasks,
+            root=new_sequencer(cfg, tasks),
+            store=store,
+            on_head=heads.append if heads is not None else None,
+            is_started=True,
+        )
+        tasks.create_task(conductor.conduct(body))
+        try:
+            async for chunk in conductor.root:
+                out += chunk
+        finally:
+            conductor.close()
+    return bytes(out), weave.record()
+
+
+async def test_fragments_are_committed_and_the_next_weave_reads_them_without_a_request(
+    tmp_path: Path,
+) -> None:
+    requests: list[str] = []
+
+    async def fragment(request: web.Request) -> web.Response:
+        requests.append(request.path)
+        return web.Response(
+            text=f"<b>{request.path}</b>",
+            content_type="text/html",
+            headers={"Cache-Control": "max-age=60"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/{name}", fragment)
+    shell = b'<p><esi:include src="/a"/>|<esi:include src="/b"/></p>'
+    async with asyncio.timeout(10), serve_app(app) as url:
+        cfg = config(url)
+        async with Store(str(tmp_path), max_size_bytes=10**8) as store:
+            heads: list[SetHead] = []
+            first, record = await weave_page(cfg, chunks([shell]), store=store, heads=heads)
+            second, again = await weave_page(cfg, chunks([shell]), store=store)
+    assert first == second == b"<p><b>/a</b>|<b>/b</b></p>"
+    assert requests == ["/a", "/b"]
+    assert [r.outcome for r in record.fragments] == [Outcome.OK, Outcome.OK]
+    assert [r.is_cached for r in again.fragments] == [True, True]
+    assert [h.status for h in heads] == [None]
+
+
+async def test_a_fragment_answering_an_error_is_cut_and_its_connection_closed() -> None:
+    closed = asyncio.Event()
+
+    async def failing(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=500, headers={"Content-Type": "text/html"})
+        await response.prepare(request)
+        try:
+            await asyncio.Event().wait()  # a body that never ends, unless Weaver hangs up
+        except asyncio.CancelledError:
+            closed.set()
+            raise
+        return response
+
+    app = web.Application()
+    app.router.add_get("/f", failing)
+    async with asyncio.timeout(10), serve_app(app) as url:
+        body, record = await weave_page(
+            config(url), chunks([b'<weaver-include src="/f">fb</weaver-include>!'])
+        )
+        await closed.wait()
+    assert body == b"<!-- weaver: fragment /f cut (error) -->fb!"
+    assert [r.status for r in record.fragments] == [500]
+
+
+async def test_a_shell_that_breaks_off_fails_the_response_after_its_bytes() -> None:
+    async with asyncio.timeout(10), serve_app(web.Application()) as url:
+        out = bytearray()
+        with pytest.raises(ExceptionGroup) as caught:
+            body = chunks([b"<p>before"], ConnectionResetError("gone"))
+            await weave_page(config(url), body, out=out)
+    assert caught.group_contains(ConnectionResetError)
+    assert out == b"<p>before"
+
+
+async def test_a_page_with_a_suspense_slot_ends_with_the_bootstrap_script() -> None:
+    async with asyncio.timeout(10), serve_app(web.Application()) as url:
+        body, record = await weave_page(
+            config(url), chunks([b'<esi:include src="/s" mode="suspense"/>'])
+        )
+    [slot] = record.suspense
+    assert (
+        body == f'<weaver-slot id="{slot.slot}" data-src="/s"></weaver-slot>'.encode() + BOOTSTRAP
+    )
