@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from weaver.session import auth
 from weaver.session.errors import SessionError
-from weaver.session.protocol import (
+from weaver.session.messages import (
     MAX_MESSAGE_BYTES,
     ClientEvent,
     ClientHello,
+    Slot,
     Subscribe,
     Unsubscribe,
     encode,
@@ -70,7 +71,7 @@ def test_bad_client_messages_get_a_close_code_and_reason(
 
 
 def test_server_messages_carry_type_and_seq() -> None:
-    assert encode("slot", 4, id="w1", html="<b>x</b>") == (
+    assert encode(Slot("w1", "<b>x</b>"), 4) == (
         b'{"type":"slot","seq":4,"id":"w1","html":"<b>x</b>"}'
     )
 
