@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
@@ -13,13 +14,32 @@ from weaver.session import auth
 from weaver.session.errors import SessionError
 from weaver.session.messages import (
     MAX_MESSAGE_BYTES,
+    Ack,
+    BadMessage,
+    Bye,
+    Cancel,
     ClientEvent,
     ClientHello,
+    Hello,
+    Message,
+    Patch,
+    Reset,
+    ServerMessage,
     Slot,
+    SlotAppend,
+    SlotDone,
+    SlotError,
+    SlotProgress,
+    SlotState,
     Subscribe,
     Unsubscribe,
+    decode_client_message,
     encode,
+    encoded,
+    message_data,
     parse_client_message,
+    slot_state_bytes,
+    slot_state_from,
 )
 from weaver.session.resume import SessionLog
 
@@ -197,3 +217,66 @@ def test_inputs_hypothesis_found_get_a_close_code_not_a_crash(
         parse_client_message(raw)
     assert caught.value.close_code == code and reason in caught.value.reason
     assert len(caught.value.reason.encode()) <= 123
+
+
+@pytest.mark.parametrize(
+    ("message", "wire"),
+    [
+        (Hello("s1", True), b'{"type":"hello","seq":7,"session":"s1","resumed":true}'),
+        (Slot("w", "<b>é</b>"), '{"type":"slot","seq":7,"id":"w","html":"<b>é</b>"}'.encode()),
+        (SlotError("w", "timeout"), b'{"type":"slot-error","seq":7,"id":"w","reason":"timeout"}'),
+        (Patch("w", "x"), b'{"type":"patch","seq":7,"id":"w","html":"x"}'),
+        (SlotAppend("w", 'a"\n'), b'{"type":"slot-append","seq":7,"id":"w","html":"a\\"\\n"}'),
+        (
+            SlotProgress("w", "fetch", 50.0, "half"),
+            b'{"type":"slot-progress","seq":7,"id":"w","stage":"fetch","percent":50.0,'
+            b'"message":"half"}',
+        ),
+        (SlotDone("w"), b'{"type":"slot-done","seq":7,"id":"w"}'),
+        (
+            Message("c", message_data({"a": [1, None]})),
+            b'{"type":"message","seq":7,"channel":"c","data":{"a":[1,null]}}',
+        ),
+        (
+            Message(None, msgspec.Raw(b'"raw"')),
+            b'{"type":"message","seq":7,"channel":null,"data":"raw"}',
+        ),
+        (Ack("e1", False, None), b'{"type":"ack","seq":7,"event":"e1","ok":false,"error":null}'),
+        (Reset(), b'{"type":"reset","seq":7}'),
+        (Bye("server shutting down"), b'{"type":"bye","seq":7,"reason":"server shutting down"}'),
+    ],
+)
+def test_each_server_message_is_encoded_once_with_its_seq_spliced_in(
+    message: ServerMessage, wire: bytes
+) -> None:
+    head, tail = encoded(message)
+    assert head + b"7" + tail == wire == encode(message, 7)
+    parsed = orjson.loads(wire)
+    assert parsed["seq"] == 7 and list(parsed)[:2] == ["type", "seq"]
+
+
+@given(st.text(), st.text(), st.integers(min_value=0, max_value=2**53))
+def test_server_messages_are_the_bytes_orjson_writes(slot: str, html: str, seq: int) -> None:
+    assert encode(Slot(slot, html), seq) == orjson.dumps(
+        {"type": "slot", "seq": seq, "id": slot, "html": html}
+    )
+
+
+@pytest.mark.parametrize(
+    "message", [Slot("w", "<b>x</b>"), SlotError("w", "error"), Patch("w", "")]
+)
+def test_a_slot_state_kept_in_a_shared_log_reads_back_as_the_same_message(
+    message: SlotState,
+) -> None:
+    state = slot_state_bytes(message)
+    assert orjson.loads(state)[0] == orjson.loads(encode(message, 1))["type"]
+    assert slot_state_from(state) == message
+
+
+def test_decoding_never_raises_a_bad_message_is_a_value_with_its_code() -> None:
+    bad = decode_client_message('{"type":"subscribe","channel":""}')
+    assert bad == BadMessage(1008, "invalid message: channel must not be empty")
+    assert isinstance(bad, BadMessage)
+    error = bad.error()
+    assert (error.close_code, error.reason, error.status) == (1008, bad.reason, 400)
+    assert decode_client_message(b'{"type":"cancel","id":"w"}') == Cancel("w")
