@@ -22,12 +22,9 @@ Queues and their overflow policies:
   take the front of a queue ordered by detach time (session/housekeeping.py): a tick
   costs O(expired), an eviction O(1), never a scan of every session.
 
-With a shared bus (Redis, ``bus.shared``) the log and the metadata live there: a
-session's messages are written in order by one writer task per session (batched, each
-batch under ``bus.timeout``), numbered where the log lives, and reach the consumers of
-every node through the bus; a consumer attaches from the shared log, so a visitor may
-resume on any node. When the bus is down a session delivers locally (its local log
-continues the numbering) and is written back when the bus returns.
+With a shared bus (Redis, ``bus.shared``) the log and the metadata live there:
+session/shared.py. The hub's parts: consumers.py (attach, detach), channels.py,
+delivery.py (events to the origin), slot_tasks.py; the pure core is protocol.py.
 """
 
 from __future__ import annotations
@@ -43,25 +40,17 @@ from websockets.asyncio.server import Server
 
 from weaver.config.schema import SessionConfig
 from weaver.session import auth, server
-from weaver.session.bus import Bus, BusUnavailable, ChannelMessage, MemoryBus, SharedLog
-from weaver.session.channels import Channels, channel_emit
+from weaver.session.bus import Bus, BusUnavailable, MemoryBus, SharedLog
+from weaver.session.channels import Channels
+from weaver.session.consumers import Consumers
 from weaver.session.delivery import EventDelivery
-from weaver.session.housekeeping import DetachedSessions, TouchQueue
 from weaver.session.live import Session, emit_of
-from weaver.session.messages import (
-    Bye,
-    ClientEvent,
-    Message,
-    encode,
-    encoded,
-    message_data,
-    slot_state_from,
-)
+from weaver.session.messages import Bye, ClientEvent, Message, encode, encoded, message_data
 from weaver.session.outbox import Outbox
 from weaver.session.protocol import channel_refusal
-from weaver.session.shared import SharedWriter
+from weaver.session.shared import SharedWriter, restore
 from weaver.session.slot_tasks import SuspenseFetch, run_slot_streams, run_suspense
-from weaver.session.slots import SlotProducer, reset_messages
+from weaver.session.slots import SlotProducer
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +109,16 @@ class SessionHub:
             timeout_s=event_timeout_s,
         )
         self._writer = SharedWriter(self.shared, self.sessions, self.spawn) if self.shared else None
-        self.connections = 0
         self.clock = clock  # detach times and expiry (tests inject one)
-        self._detached = DetachedSessions()
-        self._touch = TouchQueue()  # attached sessions' shared keys, with a shared bus
+        self.consumers = Consumers(
+            self.shared,
+            self.channels.history_of,
+            max_messages=outbound_max_messages,
+            max_bytes=outbound_max_bytes,
+            clock=clock,
+        )
+        self._detached = self.consumers.detached
+        self._touch = self.consumers.touch
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self.is_stopping = False
@@ -265,24 +260,8 @@ class SessionHub:
         if session_id in self.sessions or stored is None:
             return self.session(session_id)
         session = self.session(session_id)
-        session.log.last_seq = stored.seq
-        session.state.cookie, session.state.events_url = stored.cookie, stored.events_url
-        for slot, state in stored.slots.items():
-            session.slots[slot] = slot_state_from(state)
-        self.channels.restore(session, stored.channels)
-        for channel, cursor in stored.cursors.items():
-            if channel in session.channels:
-                await self._catch_up(session, channel, cursor)
+        await restore(self.shared, session, stored, self.channels)
         return session
-
-    async def _catch_up(self, session: Session, channel: str, cursor: str) -> None:
-        assert self.shared is not None
-        try:
-            entries = await self.shared.channel_since(channel, cursor)
-        except BusUnavailable:
-            return
-        for entry_id, payload in entries:
-            session.emit_encoded(channel_emit(ChannelMessage(channel, payload, entry_id)))
 
     def run_suspense(
         self, session_id: str, fetches: Sequence[tuple[str, SuspenseFetch]]
@@ -357,93 +336,16 @@ class SessionHub:
         return self.events.offer(session, event)
 
     async def attach(self, session: Session, last_seq: int) -> tuple[Outbox, bool, int]:
-        """A new consumer from ``last_seq``: (its outbox, whether it resumed, the seq its
-        hello carries — the last assigned before anything this attach sends).
-
-        From the shared log when there is one (what arrives while it is read is held and
-        sorted out by seq), else from the local log with no await between reading the
-        log and attaching: nothing can slip between. Cancel-safe.
-        """
-        if self.shared is not None and self.shared.is_up and not session.is_local_only:
-            try:
-                return await self._attach_shared(session, last_seq)
-            except BusUnavailable:
-                pass  # the local log, as if alone
-        return self._attach_local(session, last_seq)
-
-    def _outbox(self) -> Outbox:
-        return Outbox(max_messages=self.outbound_max_messages, max_bytes=self.outbound_max_bytes)
-
-    async def _attach_shared(self, session: Session, last_seq: int) -> tuple[Outbox, bool, int]:
-        assert self.shared is not None
-        outbox = self._outbox()
-        outbox.holding = []
-        self._add_consumer(session, outbox)  # the janitor must not drop it during the replay
-        try:
-            replay = await self.shared.replay(session.id, last_seq)
-        except BaseException:
-            self._remove_consumer(session, outbox)
-            raise
-        self.connections += 1
-        held, outbox.holding = outbox.holding, None
-        if replay.is_reset:
-            outbox.last_seq = replay.seq
-            self._reset(session)
-        else:
-            outbox.last_seq = last_seq
-            for seq, message in replay.entries:
-                outbox.put(seq, message)
-        for seq, message in held:
-            if seq > outbox.last_seq + 1:
-                outbox.overflow()  # a hole: resume from the shared log
-            outbox.put(seq, message)
-        return outbox, not replay.is_reset and last_seq > 0, replay.seq
-
-    def _attach_local(self, session: Session, last_seq: int) -> tuple[Outbox, bool, int]:
-        outbox = self._outbox()
-        hello_seq = session.log.last_seq
-        outbox.last_seq = min(last_seq, hello_seq)
-        missed = session.log.since(last_seq)
-        self._add_consumer(session, outbox)
-        self.connections += 1
-        if missed is None:
-            self._reset(session)
-        else:
-            for seq, message in missed:
-                outbox.put(seq, message)
-        return outbox, missed is not None and last_seq > 0, hello_seq
+        """See :meth:`Consumers.attach`."""
+        return await self.consumers.attach(session, last_seq)
 
     def detach(self, session: Session, outbox: Outbox, *, is_leaving: bool = False) -> None:
-        """``is_leaving``: the client closed cleanly (it left the page, not lost the
-        network): with no other consumer, its slot streams are cancelled."""
-        if outbox not in session.outboxes:
-            return
-        self.connections -= 1
-        if self._remove_consumer(session, outbox) and is_leaving:
-            session.streams.cancel_all()
+        """See :meth:`Consumers.detach`."""
+        self.consumers.detach(session, outbox, is_leaving=is_leaving)
 
-    def _add_consumer(self, session: Session, outbox: Outbox) -> None:
-        session.outboxes.add(outbox)
-        session.state.attached()
-        self._detached.discard(session.id)
-        if self.shared is not None:
-            self._touch.add(session.id)
-
-    def _remove_consumer(self, session: Session, outbox: Outbox) -> bool:
-        """Whether the session has no consumer left."""
-        session.outboxes.discard(outbox)
-        now = self.clock()
-        if not session.state.detached(now):
-            return False
-        self._detached.detach(session.id, now)
-        self._touch.discard(session.id)
-        return True
-
-    def _reset(self, session: Session) -> None:
-        """The log no longer reaches back: ``reset``, then the current state, logged."""
-        history = self.channels.history_of
-        for message in session.state.reset_messages(reset_messages(session.streams), history):
-            session.emit(message)
+    @property
+    def connections(self) -> int:
+        return self.consumers.connections
 
     # housekeeping
 
@@ -455,7 +357,8 @@ class SessionHub:
         while True:
             await asyncio.sleep(interval)
             now = self.clock()
-            await self._touch_attached(now)
+            ttl_s = getattr(getattr(self.bus, "config", None), "session_ttl_s", 600.0)
+            await self.consumers.touch_attached(now, ttl_s)
             self.expire_detached(now)
 
     def expire_detached(self, now: float) -> int:
@@ -465,19 +368,6 @@ class SessionHub:
         for session_id in expired:
             self._drop(session_id)
         return len(expired)
-
-    async def _touch_attached(self, now: float) -> None:
-        ttl_s = getattr(getattr(self.bus, "config", None), "session_ttl_s", 600.0)
-        if self.shared is None or not self.shared.is_up:
-            return
-        due = self._touch.due(now, ttl_s / 3)
-        if not due:
-            return
-        try:
-            await self.shared.touch(due)
-        except BusUnavailable:
-            return
-        self._touch.touched(due, now)
 
     def _drop(self, session_id: str) -> None:
         self._detached.discard(session_id)

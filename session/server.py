@@ -74,12 +74,14 @@ class SessionHub(Protocol):
     """What the listener needs of the hub (session/hub.py), which imports this module."""
 
     config: SessionConfig
-    connections: int
     max_connections: int
     is_stopping: bool
     ping_interval_s: float
     hello_timeout_s: float
     outbound_max_bytes: int
+
+    @property
+    def connections(self) -> int: ...
 
     async def load(self, session_id: str) -> Session: ...
 

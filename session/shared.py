@@ -15,8 +15,10 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from weaver.session.bus import BusUnavailable, Emit, Op, SharedLog
+from weaver.session.bus import BusUnavailable, ChannelMessage, Emit, Op, SharedLog, StoredSession
+from weaver.session.channels import Channels, channel_emit
 from weaver.session.live import Session
+from weaver.session.messages import slot_state_from
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +83,25 @@ class SharedWriter:
                 for outbox in session.outboxes:  # they may have missed messages
                     outbox.overflow()
             session.is_local_only = False
+
+
+async def restore(
+    shared: SharedLog, session: Session, stored: StoredSession, channels: Channels
+) -> None:
+    """A session new to this node, as the shared log holds it: its seq, cookie, events
+    URL, slots and channels; the channel messages published while no node held it are
+    caught up (a channel whose entries cannot be read now is not)."""
+    session.log.last_seq = stored.seq
+    session.state.cookie, session.state.events_url = stored.cookie, stored.events_url
+    for slot, state in stored.slots.items():
+        session.slots[slot] = slot_state_from(state)
+    channels.restore(session, stored.channels)
+    for channel, cursor in stored.cursors.items():
+        if channel not in session.channels:
+            continue
+        try:
+            entries = await shared.channel_since(channel, cursor)
+        except BusUnavailable:
+            continue
+        for entry_id, payload in entries:
+            session.emit_encoded(channel_emit(ChannelMessage(channel, payload, entry_id)))
