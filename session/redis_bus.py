@@ -38,9 +38,9 @@ from weaver.session.bus import (
     UpHandler,
 )
 from weaver.session.redis_layout import (
-    SCRIPTS,
     CHANNELS,
     PURGES,
+    SCRIPTS,
     SESSIONS,
     channel_key,
     log_key,
