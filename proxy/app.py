@@ -24,7 +24,7 @@ from weaver.proxy.handler import proxy_handler
 from weaver.proxy.hitlane import HitLane
 from weaver.proxy.listener import Front
 from weaver.proxy.origin import OriginClient
-from weaver.session.bus import make_bus
+from weaver.session.buses import make_bus
 from weaver.session.http import add_routes as add_session_routes
 from weaver.session.hub import SessionHub
 

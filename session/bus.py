@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from weaver.config.errors import WeaverError
-
-if TYPE_CHECKING:
-    from weaver.config.schema import BusConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +170,3 @@ class MemoryBus:
 
     async def stop(self) -> None:
         self._handler = None
-
-
-def make_bus(config: BusConfig) -> Bus:
-    """The bus ``config.url`` names (validated by the config loader)."""
-    if config.is_redis:
-        from weaver.session.redis_bus import RedisBus
-
-        return RedisBus(config)
-    return MemoryBus()

@@ -12,8 +12,9 @@ from aiohttp import web
 
 from weaver.session import auth
 from weaver.session.errors import SessionError
-from weaver.session.hub import SessionHub, channel_bytes_refusal
-from weaver.session.protocol import MAX_MESSAGE_BYTES, Cancel, ClientEvent, parse_client_message
+from weaver.session.hub import SessionHub
+from weaver.session.messages import MAX_MESSAGE_BYTES, Cancel, ClientEvent, parse_client_message
+from weaver.session.protocol import channel_bytes_refusal
 from weaver.session.sse import HUB_KEY, events_handler, origin_refusal
 
 MAX_PUBLISH_BYTES = 64 * 1024

@@ -1,109 +1,221 @@
-"""The session wire format (pure): client messages parsed and validated, server messages
-encoded. DESIGN.md "Wire format" is the contract.
+"""One session's state and the rules of its protocol (pure: no asyncio, no I/O).
 
-Parsing never raises anything but :class:`SessionError`, whose close code says whose
-fault it was: 1009 (too big), 1007 (not JSON), 1008 (JSON the protocol refuses).
+:class:`SessionState` holds what a session is, wherever its consumers are: its
+lifecycle (:class:`State`, changed in one place), its numbered log, its slots, its
+channels. The shells feed it client messages and log entries and carry out what it
+returns: :meth:`SessionState.read` turns a client's raw message into the message to act
+on, or a :class:`~weaver.session.messages.BadMessage` to close with;
+:meth:`SessionState.number` gives a message its seq; :meth:`SessionState.receive` says
+what a message numbered elsewhere does to the log; :meth:`SessionState.reset_messages`
+lists what a ``reset`` re-sends.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable, Iterable, Set
+from enum import Enum
 
 import msgspec
-import orjson
 
-from weaver.session.errors import INVALID_PAYLOAD, POLICY, TOO_BIG, SessionError
+from weaver.config.errors import WeaverError
+from weaver.config.schema import SessionConfig
+from weaver.session.errors import POLICY
+from weaver.session.messages import (
+    BadMessage,
+    Cancel,
+    ClientEvent,
+    ClientHello,
+    Message,
+    Reset,
+    ServerMessage,
+    SlotState,
+    Subscribe,
+    Unsubscribe,
+    decode_client_message,
+)
+from weaver.session.resume import SessionLog
 
-MAX_MESSAGE_BYTES = 64 * 1024
-MAX_SEQ = 2**53 - 1  # JSON numbers past this lose precision in browsers
-
-
-class ClientHello(msgspec.Struct, tag="hello", tag_field="type", forbid_unknown_fields=True):
-    last_seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] = 0
-    token: str | None = None  # non-browser clients; browsers send the cookie
-    # The session id the client's last server hello named (absent on a first connection
-    # and from old clients). When the cookie now names another session (a second tab
-    # rotated it), last_seq counts in a log that is not this session's: see server.py.
-    session: str | None = None
-
-
-class ClientEvent(msgspec.Struct, tag="event", tag_field="type", forbid_unknown_fields=True):
-    id: str
-    name: str
-    target: str = ""
-    data: Any = None
+Command = ClientEvent | Subscribe | Unsubscribe | Cancel | BadMessage
 
 
-class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type", forbid_unknown_fields=True):
-    channel: str
+class State(Enum):
+    DETACHED = "detached"  # no consumer: held ``session_hold_s``, then dropped
+    ATTACHED = "attached"  # at least one consumer (WebSocket or SSE)
+    DROPPED = "dropped"  # expired or evicted: its tasks are cancelled
 
 
-class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="type", forbid_unknown_fields=True):
-    channel: str
+_TRANSITIONS: dict[State, frozenset[State]] = {
+    State.DETACHED: frozenset({State.ATTACHED, State.DROPPED}),
+    State.ATTACHED: frozenset({State.DETACHED}),
+    State.DROPPED: frozenset(),
+}
 
 
-class Cancel(msgspec.Struct, tag="cancel", tag_field="type", forbid_unknown_fields=True):
-    """Stop a slot's stream: its origin fetch is cancelled, the slot ends ``cancelled``."""
-
-    id: str
+class IllegalTransition(WeaverError):
+    """A session was asked to go where its lifecycle does not lead (a bug, not a client)."""
 
 
-ClientMessage = ClientHello | ClientEvent | Subscribe | Unsubscribe | Cancel
-_decoder = msgspec.json.Decoder(ClientMessage)
+class Received(Enum):
+    """What a message numbered by a shared log did to this node's copy of the log."""
+
+    OLD = "old"  # already had it: nothing to deliver
+    NEXT = "next"  # the next seq: logged, to deliver
+    AFTER_GAP = "after-gap"  # seqs were missed: the log started over; consumers resume
 
 
-def parse_client_message(data: str | bytes) -> ClientMessage:
-    """One client message.
-
-    Raises:
-        SessionError: 1009 over MAX_MESSAGE_BYTES, 1007 not JSON, 1008 an unknown type
-            or a bad field (the reason names it).
-    """
-    try:
-        raw = data.encode() if isinstance(data, str) else data
-    except UnicodeEncodeError:  # a lone surrogate: not text a peer could have sent
-        raise SessionError(INVALID_PAYLOAD, "message is not JSON (not UTF-8)") from None
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise SessionError(TOO_BIG, f"message over {MAX_MESSAGE_BYTES} bytes")
-    try:
-        message: ClientMessage = _decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise SessionError(POLICY, f"invalid message: {exc}") from None
-    except RecursionError:
-        raise SessionError(POLICY, "invalid message: nested too deeply") from None
-    except msgspec.DecodeError:
-        try:
-            orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise SessionError(INVALID_PAYLOAD, "message is not JSON") from None
-        raise SessionError(POLICY, "invalid message") from None
-    if isinstance(message, ClientEvent):
-        if not message.id:
-            raise SessionError(POLICY, "invalid message: event id must not be empty")
-        try:  # the event is forwarded to the origin as JSON: it must encode again
-            orjson.dumps(message.data)
-        except orjson.JSONEncodeError:
-            raise SessionError(
-                POLICY,
-                "invalid message: event data cannot be sent on as JSON "
-                "(an integer over 64 bits or nesting over 254)",
-            ) from None
-    if isinstance(message, Subscribe | Unsubscribe) and not message.channel:
-        raise SessionError(POLICY, "invalid message: channel must not be empty")
-    if isinstance(message, Cancel) and not message.id:
-        raise SessionError(POLICY, "invalid message: slot id must not be empty")
-    return message
+def channel_bytes_refusal(config: SessionConfig, channel: str) -> str | None:
+    """Why a channel name is refused (over ``session.max_channel_bytes``), or None."""
+    size = len(channel.encode("utf-8", "replace"))
+    if size > config.max_channel_bytes:
+        return (
+            f"channel name is {size} bytes; the limit is "
+            f"session.max_channel_bytes = {config.max_channel_bytes}"
+        )
+    return None
 
 
-def encode(message_type: str, seq: int, **fields: Any) -> bytes:
-    """A server message: ``{"type": …, "seq": n, …}`` as JSON bytes."""
-    return orjson.dumps({"type": message_type, "seq": seq, **fields})
+def channel_refusal(config: SessionConfig, channels: Set[str], channel: str) -> str | None:
+    """Why a session with ``channels`` may not subscribe to ``channel``, or None."""
+    if channel in channels:
+        return None  # already subscribed: costs nothing
+    too_long = channel_bytes_refusal(config, channel)
+    if too_long is not None:
+        return too_long
+    if len(channels) >= config.max_subscriptions:
+        return (
+            f"session is at {len(channels)} subscriptions; the limit is "
+            f"session.max_subscriptions = {config.max_subscriptions}"
+        )
+    return None
 
 
-def encode_parts(message_type: str, **fields: Any) -> tuple[bytes, bytes]:
-    """A server message before its seq is known: (head, tail) such that
-    ``head + str(seq) + tail == encode(message_type, seq, **fields)``; the seq is
-    assigned where the session's log lives (another process, with a shared bus)."""
-    head = orjson.dumps({"type": message_type})[:-1] + b',"seq":'
-    tail = b"," + orjson.dumps(fields)[1:] if fields else b"}"
-    return head, tail
+def read_hello(raw: str | bytes) -> ClientHello | BadMessage:
+    """A connection's first message: a ``hello``, or why the connection closes."""
+    message = decode_client_message(raw)
+    if isinstance(message, BadMessage | ClientHello):
+        return message
+    return BadMessage(POLICY, "the first message must be hello")
+
+
+class SessionState:
+    """One session's state; :meth:`_to` is the one place its :class:`State` changes."""
+
+    __slots__ = (
+        "channels",
+        "config",
+        "consumers",
+        "cookie",
+        "detached_at",
+        "events_url",
+        "id",
+        "log",
+        "slots",
+        "state",
+    )
+
+    def __init__(
+        self,
+        session_id: str,
+        config: SessionConfig,
+        *,
+        log_max_messages: int = 256,
+        log_max_bytes: int = 256 * 1024,
+        now: float = 0.0,
+    ) -> None:
+        self.id = session_id
+        self.config = config
+        self.log = SessionLog(max_messages=log_max_messages, max_bytes=log_max_bytes)
+        self.state = State.DETACHED
+        self.consumers = 0
+        self.detached_at: float | None = now
+        self.slots: dict[str, SlotState] = {}  # slot id -> its latest message
+        self.channels: set[str] = set()
+        self.cookie: str | None = None
+        self.events_url: str | None = None
+
+    def _to(self, state: State) -> None:
+        if state not in _TRANSITIONS[self.state]:
+            raise IllegalTransition(f"session {self.id} is {self.state.value}; not {state.value}")
+        self.state = state
+
+    # lifecycle
+
+    def attached(self) -> None:
+        """A consumer attached."""
+        if self.consumers == 0:
+            self._to(State.ATTACHED)
+            self.detached_at = None
+        self.consumers += 1
+
+    def detached(self, now: float) -> bool:
+        """A consumer went; returns whether none is left (held from ``now``)."""
+        if self.consumers == 0:
+            raise IllegalTransition(f"session {self.id} has no consumer to detach")
+        self.consumers -= 1
+        if self.consumers:
+            return False
+        self._to(State.DETACHED)
+        self.detached_at = now
+        return True
+
+    def dropped(self) -> None:
+        """Expired or evicted: nothing may attach again."""
+        self._to(State.DROPPED)
+
+    # the log
+
+    def number(self, head: bytes, tail: bytes) -> tuple[int, bytes]:
+        """Log an encoded message here: (its seq, the message)."""
+        seq = self.log.next_seq()
+        message = b"%s%d%s" % (head, seq, tail)
+        self.log.append(seq, message)
+        return seq, message
+
+    def receive(self, seq: int, message: bytes) -> Received:
+        """A message the shared log numbered ``seq``."""
+        if seq <= self.log.last_seq:
+            return Received.OLD
+        received = Received.NEXT
+        if seq != self.log.last_seq + 1:  # a notification was missed: the log starts over
+            self.log = SessionLog(max_messages=self.log.max_messages, max_bytes=self.log.max_bytes)
+            received = Received.AFTER_GAP
+        self.log.last_seq = seq
+        self.log.append(seq, message)
+        return received
+
+    def reset_messages(
+        self, streams: Iterable[ServerMessage], history: Callable[[str], Iterable[bytes]]
+    ) -> list[ServerMessage]:
+        """What a ``reset`` sends: ``reset``, each slot's state, the streams' state so
+        far, then each channel's recent history."""
+        messages: list[ServerMessage] = [Reset(), *self.slots.values(), *streams]
+        for channel in sorted(self.channels):
+            messages.extend(Message(channel, msgspec.Raw(payload)) for payload in history(channel))
+        return messages
+
+    # the client's messages
+
+    def read(self, raw: str | bytes) -> Command:
+        """A client message after ``hello``: what to act on, or why to close."""
+        message = decode_client_message(raw)
+        if isinstance(message, ClientHello):
+            return BadMessage(POLICY, "hello must be the first message only")
+        if isinstance(message, Subscribe):
+            refusal = channel_refusal(self.config, self.channels, message.channel)
+            if refusal is not None:
+                return BadMessage(POLICY, refusal)
+        return message
+
+    def subscribe(self, channel: str) -> bool:
+        """Whether ``channel`` is new to the session (bounds are the caller's check)."""
+        if channel in self.channels:
+            return False
+        self.channels.add(channel)
+        return True
+
+    def unsubscribe(self, channel: str) -> bool:
+        """Whether the session was subscribed."""
+        if channel not in self.channels:
+            return False
+        self.channels.discard(channel)
+        return True

@@ -38,9 +38,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
@@ -48,24 +48,52 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from weaver.config.schema import SessionConfig
 from weaver.session import auth
 from weaver.session.errors import GOING_AWAY, POLICY, TRY_AGAIN, SessionError
-from weaver.session.protocol import (
+from weaver.session.live import Session
+from weaver.session.messages import (
     MAX_MESSAGE_BYTES,
+    BadMessage,
     Cancel,
     ClientEvent,
     ClientHello,
+    Hello,
     Subscribe,
     Unsubscribe,
     encode,
-    parse_client_message,
 )
+from weaver.session.outbox import Outbox
+from weaver.session.protocol import read_hello
 from weaver.session.stats import SessionEvent, count
 
-if TYPE_CHECKING:
-    from weaver.session.hub import Outbox, Session, SessionHub
-
 log = logging.getLogger(__name__)
+
+
+class SessionHub(Protocol):
+    """What the listener needs of the hub (session/hub.py), which imports this module."""
+
+    config: SessionConfig
+    max_connections: int
+    is_stopping: bool
+    ping_interval_s: float
+    hello_timeout_s: float
+    outbound_max_bytes: int
+
+    @property
+    def connections(self) -> int: ...
+
+    async def load(self, session_id: str) -> Session: ...
+
+    async def attach(self, session: Session, last_seq: int) -> tuple[Outbox, bool, int]: ...
+
+    def detach(self, session: Session, outbox: Outbox, *, is_leaving: bool = False) -> None: ...
+
+    def offer_event(self, session: Session, event: ClientEvent) -> Awaitable[None]: ...
+
+    def subscribe_client(self, session: Session, channel: str) -> None: ...
+
+    def unsubscribe(self, session_id: str, channel: str) -> None: ...
 
 
 async def serve(hub: SessionHub, **options: Any) -> Server:
@@ -110,7 +138,7 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
     session: Session | None = None
     outbox: Outbox | None = None
     try:
-        if hub.connections >= hub.max_connections or hub._is_stopping:
+        if hub.connections >= hub.max_connections or hub.is_stopping:
             raise SessionError(TRY_AGAIN, "too many connections on this node; retry")
         hello = await _hello(hub, ws)
         session_id = _authenticate(hub, ws, hello)
@@ -121,7 +149,7 @@ async def _connection(hub: SessionHub, ws: ServerConnection) -> None:
         session = await hub.load(session_id)
         outbox, resumed, hello_seq = await hub.attach(session, last_seq)
         count(SessionEvent.SOCKET_OPENED)
-        await ws.send(encode("hello", hello_seq, session=session_id, resumed=resumed), text=True)
+        await ws.send(encode(Hello(session_id, resumed), hello_seq), text=True)
         outbox.direct = _direct_writer(ws, hub.outbound_max_bytes)
         async with asyncio.TaskGroup() as tasks:
             writer = tasks.create_task(_write(ws, outbox))
@@ -154,10 +182,10 @@ async def _hello(hub: SessionHub, ws: ServerConnection) -> ClientHello:
             raw = await ws.recv()
     except TimeoutError:
         raise SessionError(POLICY, "no hello in time") from None
-    message = parse_client_message(raw)
-    if not isinstance(message, ClientHello):
-        raise SessionError(POLICY, "the first message must be hello")
-    return message
+    hello = read_hello(raw)
+    if isinstance(hello, BadMessage):
+        raise hello.error()
+    return hello
 
 
 def _authenticate(hub: SessionHub, ws: ServerConnection, hello: ClientHello) -> str:
@@ -217,14 +245,14 @@ async def _write(ws: ServerConnection, outbox: Outbox) -> None:
 async def _read(hub: SessionHub, ws: ServerConnection, session: Session) -> None:
     async for raw in ws:
         count(SessionEvent.MESSAGE_IN)
-        message: Any = parse_client_message(raw)
-        if isinstance(message, ClientEvent):
-            await hub.offer_event(session, message)  # waits while the queue is full
-        elif isinstance(message, Subscribe):
-            hub.subscribe_client(session, message.channel)  # 1008 past a bound
-        elif isinstance(message, Unsubscribe):
-            hub.unsubscribe(session.id, message.channel)
-        elif isinstance(message, Cancel):
-            session.streams.cancel(message.id)  # unknown or ended slots: nothing to stop
+        command = session.state.read(raw)  # a bad message, or one past a bound: closed
+        if isinstance(command, ClientEvent):
+            await hub.offer_event(session, command)  # waits while the queue is full
+        elif isinstance(command, Subscribe):
+            hub.subscribe_client(session, command.channel)
+        elif isinstance(command, Unsubscribe):
+            hub.unsubscribe(session.id, command.channel)
+        elif isinstance(command, Cancel):
+            session.streams.cancel(command.id)  # unknown or ended slots: nothing to stop
         else:
-            raise SessionError(POLICY, "hello must be the first message only")
+            raise command.error()

@@ -22,16 +22,11 @@ log keeps every chunk; a ``reset`` re-sends each slot's HTML so far (:func:`rese
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from weaver.session.hub import Session
-
-log = logging.getLogger(__name__)
+from weaver.session.messages import Slot, SlotDone, SlotError
 
 SLOT_APPEND = b'{"type":"slot-append",'  # how encode() begins every slot-append
 
@@ -124,70 +119,18 @@ class SlotStreams:
         return sum(self.cancel(slot) for slot in list(self.streams))
 
 
-async def run_slot(session: Session, stream: SlotStream, producer: SlotProducer) -> None:
-    """Run ``producer`` for ``stream`` and end the slot with ``slot-done`` or
-    ``slot-error``. Re-raises CancelledError after saying ``cancelled`` when the client
-    asked for it (a dropped session's streams end silently)."""
-    slot = stream.slot
-
-    def emit(event: SlotEvent) -> None:
-        if stream.state is not StreamState.STREAMING:
-            return
-        if isinstance(event, Append):
-            if event.html:
-                stream.parts.append(event.html)
-                session.emit("slot-append", id=slot, html=event.html)
-        elif isinstance(event, Progress):
-            session.emit(
-                "slot-progress",
-                id=slot,
-                stage=event.stage,
-                percent=event.percent,
-                message=event.message,
-            )
-        elif not stream.parts:  # Replace: a fragment that does not stream
-            stream.transition(StreamState.WHOLE)
-            session.set_slot("slot", slot, html=event.html)
-        else:  # content already streamed: the rest goes on as an append
-            emit(Append(event.html))
-
-    try:
-        await producer(emit)
-    except TimeoutError:
-        _fail(session, stream, SlotEnd.TIMEOUT)
-    except asyncio.CancelledError:
-        if stream.is_cancel_requested:
-            _fail(session, stream, SlotEnd.CANCELLED)
-        raise
-    except Exception as exc:
-        log.info("slot %s for session %s failed: %s", slot, session.id, exc)
-        _fail(session, stream, SlotEnd.ERROR)
-    else:
-        if stream.state is StreamState.STREAMING:
-            stream.transition(StreamState.DONE)
-            session.emit("slot-done", id=slot)
-
-
-def _fail(session: Session, stream: SlotStream, reason: SlotEnd) -> None:
-    if stream.state is not StreamState.STREAMING:
-        return
-    stream.transition(StreamState.FAILED)
-    stream.reason = reason
-    session.emit("slot-error", id=stream.slot, reason=reason.value)
-
-
-def reset_messages(streams: SlotStreams) -> Iterator[tuple[str, dict[str, Any]]]:
+def reset_messages(streams: SlotStreams) -> Iterator[Slot | SlotDone | SlotError]:
     """What a ``reset`` re-sends for the streams (whole slots are in the session's slot
     state): each slot's HTML so far as one ``slot`` message, then how it ended."""
     for stream in streams.streams.values():
         if stream.state is StreamState.WHOLE:
             continue
         if stream.parts:
-            yield "slot", {"id": stream.slot, "html": "".join(stream.parts)}
+            yield Slot(stream.slot, "".join(stream.parts))
         if stream.state is StreamState.DONE:
-            yield "slot-done", {"id": stream.slot}
+            yield SlotDone(stream.slot)
         elif stream.state is StreamState.FAILED and stream.reason is not None:
-            yield "slot-error", {"id": stream.slot, "reason": stream.reason.value}
+            yield SlotError(stream.slot, stream.reason.value)
 
 
 def merge_append(older: bytes, newer: bytes, newer_seq: int) -> bytes | None:

@@ -20,7 +20,7 @@ from aiohttp import web
 from weaver.session import auth
 from weaver.session.errors import SessionError
 from weaver.session.hub import SessionHub
-from weaver.session.protocol import encode
+from weaver.session.messages import Hello, encode
 
 HUB_KEY = web.AppKey("session_hub", SessionHub)
 
@@ -72,7 +72,7 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        hello = encode("hello", hello_seq, session=session_id, resumed=resumed)
+        hello = encode(Hello(session_id, resumed), hello_seq)
         await response.write(b"data: %s\n\n" % hello)  # no id: see the module docstring
         while True:
             item = await outbox.get()

@@ -31,9 +31,20 @@ async def cart(request: web.Request) -> web.Response:
     return html(f"<p>{visitor}'s cart</p>")
 
 
+# The recommendations wait until the test has seen the visitor's cart arrive: the cart
+# completes first, exactly (no stopwatch). Visitors the test does not hold wait for nobody.
+RECS_GATES: dict[str, asyncio.Event] = {}
+
+
 async def recs(request: web.Request) -> web.Response:
-    await asyncio.sleep(0.2)
+    gate = RECS_GATES.get(request.cookies.get("user", ""))
+    if gate is not None:
+        await gate.wait()
     return html("<p>you may like socks</p>")
+
+
+async def forever() -> None:
+    await asyncio.Event().wait()  # never set: until cancelled
 
 
 ROUTES = {"/": shell, "/cart": cart, "/recs": recs}
@@ -48,18 +59,24 @@ async def visit(http: aiohttp.ClientSession, url: str, user: str) -> tuple[str, 
         return body, resp.headers["X-Weaver-Cache"], jar["weaver_session"].value
 
 
-async def session_messages(ws_url: str, user: str, token: str, count: int) -> list[dict[str, Any]]:
+async def session_messages(
+    ws_url: str, user: str, token: str, count: int, *, release_after: int | None = None
+) -> list[dict[str, Any]]:
+    """The first ``count`` messages; after ``release_after`` of them the user's recs go."""
     cookie = f"user={user}; weaver_session={token}"
     async with connect(ws_url, additional_headers={"Cookie": cookie}) as ws:
         await ws.send('{"type":"hello","last_seq":0}')
         out: list[dict[str, Any]] = []
         async with asyncio.timeout(5):
             while len(out) < count:
+                if len(out) == release_after:
+                    RECS_GATES[user].set()
                 out.append(orjson.loads(await ws.recv()))
         return out
 
 
 async def test_paint_is_shared_and_suspense_is_personal_on_miss_and_on_hit() -> None:
+    RECS_GATES.update(alice=asyncio.Event(), bob=asyncio.Event())
     async with (
         weaver_stack(ROUTES) as stack,
         aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
@@ -71,13 +88,14 @@ async def test_paint_is_shared_and_suspense_is_personal_on_miss_and_on_hit() -> 
         slots = re.findall(r'<weaver-slot id="(w[0-9a-f]{12})"', alice_body)
         assert len(slots) == 2
         assert alice_token != bob_token
-        alice = await session_messages(stack.session_url, "alice", alice_token, 3)
-        bob = await session_messages(stack.session_url, "bob", bob_token, 3)
+        alice = await session_messages(stack.session_url, "alice", alice_token, 3, release_after=2)
+        bob = await session_messages(stack.session_url, "bob", bob_token, 3, release_after=2)
+    RECS_GATES.clear()
     for name, messages in (("alice", alice), ("bob", bob)):
         assert messages[0]["type"] == "hello"
         by_slot = {m["id"]: m["html"] for m in messages[1:]}
         assert by_slot == {slots[0]: f"<p>{name}'s cart</p>", slots[1]: "<p>you may like socks</p>"}
-        # completion order: the cart (fast) before the recommendations (200 ms)
+        # completion order: the cart, then the recommendations (held until it arrived)
         assert [m["id"] for m in messages[1:]] == slots
 
 
@@ -140,14 +158,14 @@ async def test_a_visitor_leaving_mid_page_cancels_their_suspense_fetches() -> No
     async def personal(request: web.Request) -> web.Response:
         suspense_started.set()
         try:
-            await asyncio.sleep(30)
+            await forever()
         except asyncio.CancelledError:
             suspense_cancelled.set()
             raise
         return html("never")
 
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(30)
+        await forever()
         return html("never")
 
     routes = {"/": page, "/personal": personal, "/slow": slow}

@@ -48,7 +48,7 @@ def hub_on(clock: Clock, **options: Any) -> SessionHub:
 
 
 def attach(hub: SessionHub, session_id: str) -> Outbox:
-    outbox, _, _ = hub._attach_local(hub.session(session_id), 0)
+    outbox, _, _ = hub.consumers._attach_local(hub.session(session_id), 0)
     return outbox
 
 

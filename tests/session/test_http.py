@@ -25,7 +25,7 @@ async def test_publish_refuses_an_over_long_channel_name_with_400() -> None:
             }
         async with http.post(url, json={"channel": "c" * 256, "data": 1}, headers=headers) as r:
             assert r.status == 202
-    assert running.hub.history.keys() == {"c" * 256}
+    assert running.hub.channels.history.keys() == {"c" * 256}
 
 
 async def test_a_posted_event_gets_401_for_its_token_and_400_for_its_body() -> None:

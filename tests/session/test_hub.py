@@ -24,29 +24,40 @@ from tests.session.harness import (
 from weaver.session import auth
 
 
-def delayed(html: str, delay_s: float) -> Callable[[], Awaitable[str]]:
+def ready(html: str) -> Callable[[], Awaitable[str]]:
     async def fetch() -> str:
-        await asyncio.sleep(delay_s)
         return html
 
     return fetch
 
 
+def gated(html: str, gate: asyncio.Event) -> Callable[[], Awaitable[str]]:
+    async def fetch() -> str:
+        await gate.wait()
+        return html
+
+    return fetch
+
+
+async def never() -> str:
+    await asyncio.Event().wait()  # never set: until cancelled
+    return ""
+
+
 async def test_hello_then_suspense_results_in_completion_order() -> None:
+    gates = {name: asyncio.Event() for name in ("slow", "fast", "mid")}
     async with running_hub() as running:
         session_id, cookie = running.page()
         running.hub.run_suspense(
-            session_id,
-            [
-                ("w_slow", delayed("slow", 0.3)),
-                ("w_fast", delayed("fast", 0.05)),
-                ("w_mid", delayed("mid", 0.15)),
-            ],
+            session_id, [(f"w_{name}", gated(name, gate)) for name, gate in gates.items()]
         )
         async with client(running, cookie) as ws:
             hello = await receive(ws)
             assert hello["type"] == "hello" and hello["session"] == session_id
-            slots = [await receive(ws) for _ in range(3)]
+            slots = []
+            for name in ("fast", "mid", "slow"):  # each completes after the one before
+                gates[name].set()
+                slots.append(await receive(ws))
     assert [(m["type"], m["id"], m["html"]) for m in slots] == [
         ("slot", "w_fast", "fast"),
         ("slot", "w_mid", "mid"),
@@ -65,10 +76,10 @@ async def test_results_ready_before_the_socket_opens_are_delivered() -> None:
         async def too_slow() -> str:
             raise TimeoutError
 
-        running.hub.run_suspense(
-            session_id, [("a", delayed("A", 0)), ("b", failing), ("c", too_slow)]
+        tasks = running.hub.run_suspense(
+            session_id, [("a", ready("A")), ("b", failing), ("c", too_slow)]
         )
-        await asyncio.sleep(0.1)
+        await asyncio.wait(tasks)
         async with client(running, cookie) as ws:
             hello = await receive(ws)
             assert hello["seq"] == 3 and hello["resumed"] is False
@@ -83,7 +94,7 @@ async def test_a_session_without_a_socket_is_dropped_and_its_fetches_cancelled()
 
     async def forever() -> str:
         try:
-            await asyncio.sleep(3600)
+            await never()
         except asyncio.CancelledError:
             cancelled.set()
             raise
@@ -133,7 +144,7 @@ async def test_a_planted_session_cookie_never_gets_the_victims_slots() -> None:
             victim_id, victim_cookie = running.page(f"{attacker_cookie}; user=victim")
             assert victim_id != attacker_id
             assert victim_cookie != attacker_cookie
-            running.hub.run_suspense(victim_id, [("w_account", delayed("<p>victim</p>", 0))])
+            running.hub.run_suspense(victim_id, [("w_account", ready("<p>victim</p>"))])
             async with client(running, victim_cookie) as victim:
                 hello = await receive(victim)
                 slot = await receive(victim)
@@ -225,31 +236,33 @@ async def test_bad_messages_close_with_their_code_and_others_are_unaffected(
 
 
 async def test_resume_after_a_forced_disconnect_loses_and_duplicates_nothing() -> None:
+    """Messages in flight when the network drops, published while the client is away,
+    and published after it is back: each arrives once, in order (an outbox holds 256)."""
     total = 1000
     async with running_hub(log_max_messages=2000, log_max_bytes=10**7) as running:
         session_id, cookie = running.page()
         seen: list[int] = []
         last = 0
 
-        async def publisher() -> None:
-            for i in range(total):
+        def publish(numbers: range) -> None:
+            for i in numbers:
                 running.hub.publish_session(session_id, i)
-                if i % 50 == 0:
-                    await asyncio.sleep(0.001)
 
-        async with asyncio.TaskGroup() as tasks:
-            async with client(running, cookie) as ws:
-                await receive(ws)
-                tasks.create_task(publisher())
-                while len(seen) < 300:
-                    message = await receive(ws)
-                    seen.append(message["data"])
-                    last = message["seq"]
-                ws.transport.abort()  # the network drops, no close frame
-            async with client(running, cookie, last_seq=last) as ws:
-                hello = await receive(ws)
-                assert hello["resumed"] is True
-                while len(seen) < total:
+        async with client(running, cookie) as ws:
+            await receive(ws)
+            publish(range(200))
+            while len(seen) < 150:  # the rest are in flight when the network drops
+                message = await receive(ws)
+                seen.append(message["data"])
+                last = message["seq"]
+            ws.transport.abort()  # the network drops, no close frame
+        publish(range(200, 400))  # while the client is away: to the log
+        async with client(running, cookie, last_seq=last) as ws:
+            hello = await receive(ws)
+            assert hello["resumed"] is True
+            for start in range(400, total + 100, 100):
+                publish(range(start, min(start + 100, total)))  # live, a batch at a time
+                while len(seen) < start:
                     message = await receive(ws)
                     assert message["seq"] == last + 1
                     last = message["seq"]
@@ -260,8 +273,7 @@ async def test_resume_after_a_forced_disconnect_loses_and_duplicates_nothing() -
 async def test_a_resume_the_log_no_longer_reaches_gets_reset_and_the_state() -> None:
     async with running_hub(log_max_messages=5) as running:
         session_id, cookie = running.page()
-        running.hub.run_suspense(session_id, [("w_recs", delayed("<p>recs</p>", 0))])
-        await asyncio.sleep(0.05)
+        await asyncio.wait(running.hub.run_suspense(session_id, [("w_recs", ready("<p>recs</p>"))]))
         for i in range(20):
             running.hub.publish_session(session_id, i)
         async with client(running, cookie, last_seq=1) as ws:
@@ -275,15 +287,14 @@ async def test_a_resume_the_log_no_longer_reaches_gets_reset_and_the_state() -> 
 
 async def test_a_slow_consumer_is_closed_with_1013_and_others_keep_receiving() -> None:
     async with running_hub(outbound_max_messages=50, outbound_max_bytes=10**6) as running:
-        _, slow_cookie = running.page()
+        slow_id, slow_cookie = running.page()
         fast_id, fast_cookie = running.page()
         channel = "firehose"
+        for session_id in (slow_id, fast_id):
+            assert running.hub.subscribe(session_id, channel)
         async with client(running, slow_cookie) as slow, client(running, fast_cookie) as fast:
             await receive(slow)
             await receive(fast)
-            for ws in (slow, fast):
-                await ws.send('{"type":"subscribe","channel":"firehose"}')
-            await asyncio.sleep(0.05)
             slow.transport.pause_reading()  # a client that stops reading
             payload = "x" * 20_000
             received = 0

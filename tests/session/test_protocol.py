@@ -1,198 +1,204 @@
-"""The wire format and tokens (pure): each bad input gets its close code and a reason."""
+"""The session core (pure): feed it client messages and log entries, assert what it says.
+
+Each test reads as a transcript: a session's state, what arrives, what the shells are
+told to do (the message to act on, the close code and reason, the frames to deliver).
+"""
 
 from __future__ import annotations
 
-import json
-
-import orjson
+import msgspec
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from weaver.session import auth
-from weaver.session.errors import SessionError
-from weaver.session.protocol import (
-    MAX_MESSAGE_BYTES,
+from weaver.config.schema import SessionConfig
+from weaver.session.messages import (
+    Ack,
+    BadMessage,
+    Cancel,
     ClientEvent,
     ClientHello,
+    Message,
+    Patch,
+    Reset,
+    Slot,
+    SlotDone,
+    SlotError,
     Subscribe,
     Unsubscribe,
     encode,
-    parse_client_message,
+    encoded,
 )
-from weaver.session.resume import SessionLog
+from weaver.session.protocol import (
+    IllegalTransition,
+    Received,
+    SessionState,
+    State,
+    channel_bytes_refusal,
+    channel_refusal,
+    read_hello,
+)
+
+CONFIG = SessionConfig(secret="s", max_subscriptions=2, max_channel_bytes=8)
+
+
+def state() -> SessionState:
+    return SessionState("sid", CONFIG, log_max_messages=3, now=10.0)
+
+
+def phase(session: SessionState) -> State:
+    """The session's state, read afresh (mypy narrows an attribute across calls)."""
+    return session.state
+
+
+# the first message
 
 
 @pytest.mark.parametrize(
-    ("raw", "message"),
+    ("raw", "expected"),
     [
-        ('{"type":"hello","last_seq":3}', ClientHello(last_seq=3)),
-        ('{"type":"hello","last_seq":0,"token":"t"}', ClientHello(last_seq=0, token="t")),
-        (
-            '{"type":"event","id":"e1","name":"add","target":"#b","data":{"p":1}}',
-            ClientEvent(id="e1", name="add", target="#b", data={"p": 1}),
-        ),
-        ('{"type":"subscribe","channel":"deals"}', Subscribe(channel="deals")),
-        ('{"type":"unsubscribe","channel":"deals"}', Unsubscribe(channel="deals")),
+        ('{"type":"hello","last_seq":4}', ClientHello(last_seq=4)),
+        ('{"type":"hello","session":"a"}', ClientHello(session="a")),
+        ('{"type":"subscribe","channel":"c"}', BadMessage(1008, "the first message must be hello")),
+        ("{nope", BadMessage(1007, "message is not JSON")),
     ],
 )
-def test_valid_client_messages(raw: str, message: object) -> None:
-    assert parse_client_message(raw) == message
-
-
-@pytest.mark.parametrize(
-    ("raw", "code", "reason"),
-    [
-        ("{not json", 1007, "not JSON"),
-        (b"\xff\xfe", 1007, "not JSON"),
-        ('{"type":"dance"}', 1008, "invalid message"),
-        ("[1,2]", 1008, "invalid message"),
-        ('{"type":"hello","last_seq":"x"}', 1008, "last_seq"),
-        ('{"type":"hello","last_seq":-1}', 1008, "last_seq"),
-        ('{"type":"event","name":"add"}', 1008, "id"),
-        ('{"type":"event","id":"","name":"add"}', 1008, "event id"),
-        ('{"type":"subscribe"}', 1008, "channel"),
-        ('{"type":"subscribe","channel":"c","extra":1}', 1008, "extra"),
-        (
-            '{"type":"event","id":"e","name":"n","data":"' + "x" * MAX_MESSAGE_BYTES + '"}',
-            1009,
-            "over",
-        ),
-    ],
-)
-def test_bad_client_messages_get_a_close_code_and_reason(
-    raw: str | bytes, code: int, reason: str
+def test_a_connection_opens_with_hello_or_closes_with_its_code(
+    raw: str, expected: ClientHello | BadMessage
 ) -> None:
-    with pytest.raises(SessionError) as caught:
-        parse_client_message(raw)
-    assert caught.value.close_code == code
-    assert reason in caught.value.reason
+    assert read_hello(raw) == expected
 
 
-def test_server_messages_carry_type_and_seq() -> None:
-    assert encode("slot", 4, id="w1", html="<b>x</b>") == (
-        b'{"type":"slot","seq":4,"id":"w1","html":"<b>x</b>"}'
+# client messages after hello
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            '{"type":"event","id":"e1","name":"add","data":[1]}',
+            ClientEvent(id="e1", name="add", data=[1]),
+        ),
+        ('{"type":"subscribe","channel":"news"}', Subscribe("news")),
+        ('{"type":"unsubscribe","channel":"news"}', Unsubscribe("news")),
+        ('{"type":"cancel","id":"w1"}', Cancel("w1")),
+        ('{"type":"hello"}', BadMessage(1008, "hello must be the first message only")),
+        (
+            '{"type":"cancel","id":""}',
+            BadMessage(1008, "invalid message: slot id must not be empty"),
+        ),
+        ("[]", BadMessage(1008, "invalid message: Expected `object`, got `array`")),
+    ],
+)
+def test_each_client_message_becomes_what_the_shell_does(
+    raw: str, expected: ClientEvent | Subscribe | Unsubscribe | Cancel | BadMessage
+) -> None:
+    assert state().read(raw) == expected
+
+
+def test_a_subscribe_past_the_sessions_bounds_closes_with_1008_naming_the_limit() -> None:
+    session = state()
+    assert session.subscribe("a") and session.subscribe("b")
+    assert session.read('{"type":"subscribe","channel":"a"}') == Subscribe("a")  # held: free
+    over = session.read('{"type":"subscribe","channel":"c"}')
+    assert over == BadMessage(
+        1008, "session is at 2 subscriptions; the limit is session.max_subscriptions = 2"
+    )
+    too_long = state().read('{"type":"subscribe","channel":"ééééé"}')
+    assert too_long == BadMessage(
+        1008, "channel name is 10 bytes; the limit is session.max_channel_bytes = 8"
     )
 
 
-def test_tokens_verify_and_refuse_forged_foreign_and_expired() -> None:
-    token = auth.issue("secret", "sid", now=1000.0)
-    assert auth.verify("secret", token, now=1001.0) == "sid"
-    _session_id, issued, signature = token.split(".")
-    forged = f"other.{issued}.{signature}"
-    for bad, why in [
-        (forged, "signature"),
-        (token, "signature"),  # verified with another secret below: foreign
-        ("garbage", "malformed"),
-        (f"sid.{issued}.", "signature"),
-    ]:
-        with pytest.raises(SessionError, match=why) as caught:
-            auth.verify("another" if bad == token else "secret", bad, now=1001.0)
-        assert caught.value.close_code == 1008
-    with pytest.raises(SessionError, match="expired"):
-        auth.verify("secret", token, now=1000.0 + auth.MAX_AGE_S + 1)
+def test_channel_refusals_name_the_limit_or_are_none() -> None:
+    assert channel_bytes_refusal(CONFIG, "12345678") is None
+    assert channel_bytes_refusal(CONFIG, "123456789") == (
+        "channel name is 9 bytes; the limit is session.max_channel_bytes = 8"
+    )
+    assert channel_refusal(CONFIG, {"a", "b"}, "a") is None
+    assert channel_refusal(CONFIG, {"a"}, "b") is None
+    assert channel_refusal(CONFIG, {"a", "b"}, "c") is not None
 
 
-def test_the_cookie() -> None:
-    value = auth.cookie_header_value("tok")
-    assert value.startswith("weaver_session=tok;")
-    assert "HttpOnly" in value and "SameSite=Lax" in value and "Path=/" in value
-    assert auth.token_from_cookie_header("a=1; weaver_session=tok; b=2") == "tok"
-    assert auth.token_from_cookie_header("a=1") is None
-    assert auth.token_from_cookie_header(None) is None
+def test_subscribe_and_unsubscribe_say_whether_they_changed_anything() -> None:
+    session = state()
+    assert session.subscribe("a") is True
+    assert session.subscribe("a") is False
+    assert session.unsubscribe("a") is True
+    assert session.unsubscribe("a") is False
+    assert session.channels == set()
 
 
-def test_the_log_resumes_exactly_or_says_it_cannot() -> None:
-    log = SessionLog(max_messages=3, max_bytes=10_000)
-    for _ in range(5):
-        seq = log.next_seq()
-        log.append(seq, b"m%d" % seq)
-    assert log.since(5) == []
-    assert log.since(3) == [(4, b"m4"), (5, b"m5")]
-    assert log.since(2) == [(3, b"m3"), (4, b"m4"), (5, b"m5")]
-    assert log.since(1) is None  # message 2 was dropped: reset, never a silent gap
-    assert log.since(9) is None  # a seq from the future: reset
+# lifecycle
 
 
-def test_the_log_is_bounded_in_bytes_too() -> None:
-    log = SessionLog(max_messages=100, max_bytes=10)
-    for _ in range(4):
-        seq = log.next_seq()
-        log.append(seq, b"12345")
-    assert log.first_seq == 3
+def test_a_session_is_attached_while_it_has_a_consumer_and_held_from_the_last_leaving() -> None:
+    session = state()
+    assert (phase(session), session.detached_at) == (State.DETACHED, 10.0)
+    session.attached()
+    session.attached()
+    assert (phase(session), session.consumers, session.detached_at) == (State.ATTACHED, 2, None)
+    assert session.detached(11.0) is False
+    assert phase(session) is State.ATTACHED
+    assert session.detached(12.0) is True
+    assert (phase(session), session.detached_at) == (State.DETACHED, 12.0)
+    session.dropped()
+    assert phase(session) is State.DROPPED
 
 
-# Any client input: valid and invalid JSON, unknown types, wrong and extra fields, huge
-# fields and integers, deep nesting, bytes that are not UTF-8, lone surrogates. The stdlib
-# encoder writes what orjson refuses (integers past 64 bits, NaN), as a peer could.
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=12,
-)
-_huge = st.integers(min_value=0, max_value=3 * MAX_MESSAGE_BYTES).map(lambda n: "x" * n)
-_field = _json | _huge | st.integers(min_value=-(2**80), max_value=2**80)
-_message = st.fixed_dictionaries(
-    {"type": st.sampled_from(["hello", "event", "subscribe", "unsubscribe"]) | st.text()},
-    optional={
-        key: _field
-        for key in ("last_seq", "token", "id", "name", "target", "data", "channel", "extra")
-    },
-)
-_deep = st.integers(min_value=1, max_value=20_000).map(
-    lambda depth: '{"type":"event","id":"e","name":"n","data":' + "[" * depth + "]" * depth + "}"
-)
-_surrogates = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1)
-_client_input: st.SearchStrategy[str | bytes] = st.one_of(
-    _message.map(json.dumps),
-    _message.map(lambda message: json.dumps(message).encode()),
-    _json.map(json.dumps),
-    _deep,
-    st.binary(max_size=64),
-    st.text(max_size=64),
-    st.tuples(_message.map(json.dumps), _surrogates).map("".join),
-    _surrogates.map(
-        lambda text: json.dumps({"type": "subscribe", "channel": text}, ensure_ascii=False)
-    ),
-)
+def test_illegal_transitions_raise_naming_the_session_and_states() -> None:
+    session = state()
+    with pytest.raises(IllegalTransition, match="no consumer to detach"):
+        session.detached(1.0)
+    session.attached()
+    with pytest.raises(IllegalTransition, match="session sid is attached; not dropped"):
+        session.dropped()
+    session.detached(1.0)
+    session.dropped()
+    with pytest.raises(IllegalTransition, match="session sid is dropped; not attached"):
+        session.attached()
 
 
-@given(st.lists(_client_input, max_size=8))
-def test_any_client_input_is_a_message_or_a_refusal_with_a_close_code(
-    sequence: list[str | bytes],
-) -> None:
-    for raw in sequence:
-        try:
-            message = parse_client_message(raw)
-        except SessionError as error:
-            assert error.close_code in (1007, 1008, 1009)
-            assert error.reason
-            assert len(error.reason.encode()) <= 123  # fits a close frame
-        else:
-            assert isinstance(message, ClientHello | ClientEvent | Subscribe | Unsubscribe)
-            if isinstance(message, ClientEvent):
-                orjson.dumps(message.data)  # it can be sent on to the origin
+# the log
 
 
-@pytest.mark.parametrize(
-    ("raw", "code", "reason"),
-    [
-        ('{"type":"subscribe","channel":"\ud800"}', 1007, "not UTF-8"),
-        (
-            '{"type":"event","id":"e","name":"n","data":' + "[" * 5000 + "]" * 5000 + "}",
-            1008,
-            "nested",
-        ),
-        ('{"type":"event","id":"e","name":"n","data":' + "9" * 30 + "}", 1008, "64 bits"),
-        ('{"type":"hello","last_seq":' + "9" * 30 + "}", 1008, "last_seq"),
-        ('{"type":"subscribe","channel":"c","' + "é" * 100 + '":1}', 1008, "invalid message"),
-    ],
-    ids=["lone-surrogate", "deep-nesting", "huge-int-data", "huge-last-seq", "long-reason"],
-)
-def test_inputs_hypothesis_found_get_a_close_code_not_a_crash(
-    raw: str, code: int, reason: str
-) -> None:
-    with pytest.raises(SessionError) as caught:
-        parse_client_message(raw)
-    assert caught.value.close_code == code and reason in caught.value.reason
-    assert len(caught.value.reason.encode()) <= 123
+def test_messages_numbered_here_get_the_next_seq_and_are_logged_once_encoded() -> None:
+    session = state()
+    head, tail = encoded(Slot("w1", "<b>1</b>"))
+    assert session.number(head, tail) == (1, b'{"type":"slot","seq":1,"id":"w1","html":"<b>1</b>"}')
+    assert session.number(*encoded(Reset())) == (2, b'{"type":"reset","seq":2}')
+    assert session.log.since(0) == [
+        (1, b'{"type":"slot","seq":1,"id":"w1","html":"<b>1</b>"}'),
+        (2, b'{"type":"reset","seq":2}'),
+    ]
+
+
+def test_messages_numbered_by_a_shared_log_are_taken_once_and_a_gap_restarts_the_log() -> None:
+    session = state()
+    one, two, five = (encode(Ack(f"e{n}", True, None), n) for n in (1, 2, 5))
+    assert session.receive(1, one) is Received.NEXT
+    assert session.receive(1, one) is Received.OLD
+    assert session.receive(2, two) is Received.NEXT
+    assert session.receive(5, five) is Received.AFTER_GAP
+    assert session.log.since(4) == [(5, five)]
+    assert session.log.since(2) is None  # what was before the gap is gone: a reset
+
+
+def test_a_reset_sends_reset_then_slots_then_streams_then_each_channels_history() -> None:
+    session = state()
+    session.slots["w1"] = Slot("w1", "<i>a</i>")
+    session.slots["w2"] = SlotError("w2", "timeout")
+    session.slots["w3"] = Patch("w3", "<p>p</p>")
+    session.subscribe("b")
+    session.subscribe("a")
+    history = {"a": [b'{"x":1}'], "b": [b"2", b"3"]}
+    messages = session.reset_messages([SlotDone("w4")], lambda channel: history[channel])
+    assert [encode(message, 9) for message in messages] == [
+        b'{"type":"reset","seq":9}',
+        b'{"type":"slot","seq":9,"id":"w1","html":"<i>a</i>"}',
+        b'{"type":"slot-error","seq":9,"id":"w2","reason":"timeout"}',
+        b'{"type":"patch","seq":9,"id":"w3","html":"<p>p</p>"}',
+        b'{"type":"slot-done","seq":9,"id":"w4"}',
+        b'{"type":"message","seq":9,"channel":"a","data":{"x":1}}',
+        b'{"type":"message","seq":9,"channel":"b","data":2}',
+        b'{"type":"message","seq":9,"channel":"b","data":3}',
+    ]
+    assert messages[5] == Message("a", msgspec.Raw(b'{"x":1}'))

@@ -93,6 +93,9 @@ async def test_a_resume_older_than_the_stream_bound_gets_reset_and_the_state(
         session_id, cookie = a.page()
         for i in range(300):  # MAXLEN ~ trims whole stream nodes: well past the bound
             a.hub.publish_session(session_id, i)
+        writer = a.hub.sessions[session_id].writer
+        assert writer is not None
+        await writer  # all 300 are in the shared log before B is asked
         async with client(b, cookie, last_seq=1) as ws:
             hello = await receive(ws)
             reset = await receive(ws)

@@ -8,7 +8,7 @@ import aiohttp
 import orjson
 
 from tests.session.harness import SseEvent, read_sse_event, running_hub
-from weaver.session.protocol import encode
+from weaver.session.messages import Slot, SlotAppend, SlotDone, encode
 from weaver.session.slots import (
     MAX_MERGED_BYTES,
     Append,
@@ -23,8 +23,8 @@ from weaver.session.slots import (
 
 
 def test_adjacent_appends_of_one_slot_merge_into_valid_json_with_the_later_seq() -> None:
-    older = encode("slot-append", 3, id="ws1", html='a"<b>\n')
-    newer = encode("slot-append", 5, id="ws1", html="é\\x")
+    older = encode(SlotAppend("ws1", 'a"<b>\n'), 3)
+    newer = encode(SlotAppend("ws1", "é\\x"), 5)
     merged = merge_append(older, newer, 5)
     assert merged is not None
     assert orjson.loads(merged) == {
@@ -36,12 +36,12 @@ def test_adjacent_appends_of_one_slot_merge_into_valid_json_with_the_later_seq()
 
 
 def test_appends_of_other_slots_other_types_or_a_full_message_do_not_merge() -> None:
-    older = encode("slot-append", 1, id="ws1", html="a")
-    assert merge_append(older, encode("slot-append", 2, id="ws2", html="b"), 2) is None
-    assert merge_append(older, encode("slot-done", 2, id="ws1"), 2) is None
-    assert merge_append(encode("slot", 1, id="ws1", html="a"), older, 2) is None
-    big = encode("slot-append", 1, id="ws1", html="x" * MAX_MERGED_BYTES)
-    assert merge_append(big, encode("slot-append", 2, id="ws1", html="b"), 2) is None
+    older = encode(SlotAppend("ws1", "a"), 1)
+    assert merge_append(older, encode(SlotAppend("ws2", "b"), 2), 2) is None
+    assert merge_append(older, encode(SlotDone("ws1"), 2), 2) is None
+    assert merge_append(encode(Slot("ws1", "a"), 1), older, 2) is None
+    big = encode(SlotAppend("ws1", "x" * MAX_MERGED_BYTES), 1)
+    assert merge_append(big, encode(SlotAppend("ws1", "b"), 2), 2) is None
 
 
 def test_a_reset_resends_each_streams_html_so_far_and_how_it_ended() -> None:
@@ -52,9 +52,9 @@ def test_a_reset_resends_each_streams_html_so_far_and_how_it_ended() -> None:
     done.transition(StreamState.DONE)
     streams.new("ws3")  # nothing yet: nothing to re-send
     assert list(reset_messages(streams)) == [
-        ("slot", {"id": "ws1", "html": "<p>a</p><p>b</p>"}),
-        ("slot", {"id": "ws2", "html": "<p>c</p>"}),
-        ("slot-done", {"id": "ws2"}),
+        Slot("ws1", "<p>a</p><p>b</p>"),
+        Slot("ws2", "<p>c</p>"),
+        SlotDone("ws2"),
     ]
 
 
