@@ -33,3 +33,5 @@ ruff check .
 mypy -p weaver.config -p weaver.cache -p weaver.session -p weaver.proxy
 mypy tests loadtests
 pytest "$@"
+# The pure cores, each covered by its own unit tests (>= 95% of branches).
+python3 scripts/core_coverage.py
