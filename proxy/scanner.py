@@ -315,11 +315,10 @@ class Scanner:
         elif name == b"esi:comment":
             if not is_empty:  # ESI 1.0 §3.4: an empty element
                 self._drop(text, DropReason.MALFORMED)
-        elif name == b"esi:remove":
-            if is_empty:
-                self._drop(text, DropReason.MALFORMED)
-            else:
-                self._in_remove = True
+        elif is_empty:  # esi:remove: an element with content
+            self._drop(text, DropReason.MALFORMED)
+        else:
+            self._in_remove = True
         return end
 
     def _fallback(
