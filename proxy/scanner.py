@@ -1,5 +1,9 @@
 """The include scanner: incremental over bytes, pure, never raises.
 
+This module is its state machine, the one place that decides what a stream of chunks
+means; the events it returns are in :mod:`~weaver.proxy.scanner_events`, the byte
+grammar it applies in :mod:`~weaver.proxy.scanner_grammar`.
+
 It finds ESI 1.0 markup (``<esi:include/>``, ``<esi:remove>…</esi:remove>``,
 ``<!--esi … -->``, ``<esi:comment/>``) and Weaver's own (``<weaver-include …>fallback
 </weaver-include>``, ``<weaver-subscribe channel="c"/>``) in a stream fed in chunks of any
@@ -41,120 +45,56 @@ Decisions, checked against Varnish's ESI parser and its tests (``e00001``, ``e00
 
 from __future__ import annotations
 
-import enum
-import html
 import logging
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+
+from weaver.proxy.scanner_events import (
+    Drop,
+    DropReason,
+    Event,
+    Include,
+    Subscribe,
+    Text,
+    format_drops,
+)
+from weaver.proxy.scanner_grammar import (
+    CDATA_OPEN,
+    FALLBACK_TOKEN,
+    IN_REMOVE,
+    IN_REMOVE_IN_COMMENT,
+    LONGEST_PREFIX,
+    OPAQUE_ENDS,
+    START,
+    START_IN_COMMENT,
+    TAG,
+    malformed_esi,
+    may_become_esi,
+    parse_attrs,
+    safe_end,
+    tag_end,
+)
+
+# The events and the grammar live in their own modules; their names stay importable here.
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_DROP_KINDS",
+    "MAX_TAG_BYTES",
+    "Drop",
+    "DropReason",
+    "Event",
+    "Include",
+    "Scanner",
+    "Subscribe",
+    "Text",
+    "format_drops",
+    "parse_attrs",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_TAG_BYTES = 16 * 1024
 MAX_BODY_BYTES = 256 * 1024
 MAX_DROP_KINDS = 32  # distinct entries in Scanner.dropped; more are counted under "esi:*"
-
-_CDATA_OPEN = b"<![CDATA["
-_CDATA = rb"(?-i:!\[CDATA\[)"  # XML: case-sensitive, unlike the tag names
-_COMMENT = rb"!--(?:esi)?"  # an HTML comment, or an ESI one (ESI 1.0 §3.7)
-_OPAQUE_ENDS = {b"<![cdata[": b"]]>", b"<!--": b"-->"}
-
-# Where markup may start. Searched by the regex engine, so plain HTML costs one C loop (as
-# long as every branch sits under the one leading "<": a top-level "|" costs a third).
-_START = re.compile(rb"<(?:/?esi:|" + _COMMENT + rb"|/?weaver-|" + _CDATA + rb")", re.I)
-_START_IN_COMMENT = re.compile(
-    rb"<(?:/?esi:|" + _COMMENT + rb"|/?weaver-|" + _CDATA + rb")|-->", re.I
-)
-# Inside esi:remove only its end matters, and what could hide it or end an ESI comment.
-_IN_REMOVE = re.compile(rb"<(?:/esi:|" + _COMMENT + rb"|" + _CDATA + rb")", re.I)
-_IN_REMOVE_IN_COMMENT = re.compile(rb"<(?:/esi:|" + _COMMENT + rb"|" + _CDATA + rb")|-->", re.I)
-_PREFIXES = (b"<esi:", b"</esi:", b"<!--esi", b"<weaver-", b"</weaver-", b"<![cdata[", b"-->")
-_LONGEST_PREFIX = max(map(len, _PREFIXES))
-
-_TAG = re.compile(
-    rb"<(/?)((?:esi:|weaver-)[a-z-]+)"
-    rb"((?:\s+[^\s=/>\"'<]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?)*)"
-    rb"\s*(/?)>",
-    re.IGNORECASE,
-)
-_ATTR = re.compile(
-    rb"([^\s=/>\"']+)(?:\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'=<>`]+)))?", re.IGNORECASE
-)
-_ESI_NAME = re.compile(rb"<(/?esi:[a-z-]*)", re.IGNORECASE)
-_TAG_STOP = re.compile(rb"[<>]")
-_FALLBACK_TOKEN = re.compile(rb"<(?:/weaver-include\s*>|!--|" + _CDATA + rb")", re.I)
-
-
-@dataclass(frozen=True, slots=True)
-class Text:
-    """Bytes outside any tag, exactly as the origin sent them."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Include:
-    """An include tag. ``index`` counts the includes of this document from 0."""
-
-    syntax: str  # "esi" or "weaver"
-    attrs: tuple[tuple[str, str], ...]
-    fallback: bytes
-    index: int
-    raw: bytes
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        for key, value in self.attrs:
-            if key == name:
-                return value
-        return default
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribe:
-    """``<weaver-subscribe channel="c"/>``: the page's visitors are subscribed to ``c``."""
-
-    channel: str
-
-
-Event = Text | Include | Subscribe
-
-
-class DropReason(enum.Enum):
-    """Why markup in the ``esi:`` namespace was removed from the output."""
-
-    NOT_IMPLEMENTED = "not implemented by Weaver"
-    MALFORMED = "malformed"
-    STRAY_END_TAG = "end tag without its start tag"
-    NO_SRC = "include without src"
-    UNCLOSED = "never closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    """One kind of dropped markup: ``name`` as in the tag, lowercased (``/esi:vars``)."""
-
-    name: str
-    reason: DropReason
-
-    def __str__(self) -> str:
-        return f"<{self.name}> ({self.reason.value})"
-
-
-def format_drops(dropped: Mapping[Drop, int]) -> str:
-    """One log line's worth: ``<esi:vars> (not implemented by Weaver) x2, …``."""
-    return ", ".join(
-        f"{drop} x{count}" if count > 1 else str(drop) for drop, count in dropped.items()
-    )
-
-
-def parse_attrs(text: bytes) -> tuple[tuple[str, str], ...]:
-    """Attributes of a tag: names lowercased, values HTML-unescaped, booleans ``""``."""
-    attrs: list[tuple[str, str]] = []
-    for match in _ATTR.finditer(text):
-        name = match.group(1).decode("utf-8", "replace").lower()
-        raw = next((g for g in match.groups()[1:] if g is not None), b"")
-        attrs.append((name, html.unescape(raw.decode("utf-8", "replace"))))
-    return tuple(attrs)
 
 
 class Scanner:
@@ -169,7 +109,7 @@ class Scanner:
         self, *, max_tag_bytes: int = MAX_TAG_BYTES, max_body_bytes: int = MAX_BODY_BYTES
     ) -> None:
         self.max_tag_bytes = max_tag_bytes
-        self.max_body_bytes = max(max_body_bytes, max_tag_bytes, _LONGEST_PREFIX)
+        self.max_body_bytes = max(max_body_bytes, max_tag_bytes, LONGEST_PREFIX)
         self._held = b""
         self._in_esi_comment = False
         self._in_remove = False
@@ -221,7 +161,7 @@ class Scanner:
                 continue
             match = self._pattern().search(data, pos)
             if match is None:
-                end = size if is_final else self._safe_end(data, pos)
+                end = size if is_final else safe_end(data, pos)
                 self._emit(data[pos:end], events)
                 self._held = data[end:]
                 return
@@ -237,11 +177,11 @@ class Scanner:
             elif token == b"<!--esi":
                 self._in_esi_comment = True  # ESI 1.0 §3.7: the contents are processed
                 pos = match.end()
-            elif token == b"<!--" and not is_final and _may_become_esi(data, match.end()):
+            elif token == b"<!--" and not is_final and may_become_esi(data, match.end()):
                 self._held = data[start:]  # "<!--" "esi" split across chunks
                 return
-            elif token in _OPAQUE_ENDS:
-                self._opaque_end = _OPAQUE_ENDS[token]
+            elif token in OPAQUE_ENDS:
+                self._opaque_end = OPAQUE_ENDS[token]
                 # From "<!" on, so that "<!-->" and "<!--->" are whole comments (HTML5).
                 search_from = start + 2 if token == b"<!--" else match.end()
                 next_pos = self._opaque(data, start, search_from, events, is_final=is_final)
@@ -258,8 +198,8 @@ class Scanner:
 
     def _pattern(self) -> re.Pattern[bytes]:
         if self._in_remove:
-            return _IN_REMOVE_IN_COMMENT if self._in_esi_comment else _IN_REMOVE
-        return _START_IN_COMMENT if self._in_esi_comment else _START
+            return IN_REMOVE_IN_COMMENT if self._in_esi_comment else IN_REMOVE
+        return START_IN_COMMENT if self._in_esi_comment else START
 
     def _emit(self, data: bytes, events: list[Event]) -> None:
         """Text out, unless inside esi:remove; any text ends an open ``<esi:include>``."""
@@ -267,15 +207,6 @@ class Scanner:
             self._is_include_open = False
             if not self._in_remove:
                 events.append(Text(data))
-
-    def _safe_end(self, data: bytes, pos: int) -> int:
-        """Where text can be emitted up to: a possible markup start at the end waits."""
-        tail_from = max(pos, len(data) - _LONGEST_PREFIX + 1)
-        for index in range(tail_from, len(data)):
-            rest = data[index:].lower()
-            if rest[:1] in b"<-" and any(p.startswith(rest) for p in _PREFIXES):
-                return index
-        return len(data)
 
     def _opaque(
         self, data: bytes, start: int, search_from: int, events: list[Event], *, is_final: bool
@@ -300,12 +231,12 @@ class Scanner:
         self, data: bytes, start: int, events: list[Event], *, is_final: bool
     ) -> int | None:
         """``</esi:…`` inside esi:remove: ``</esi:remove>`` ends it, anything else is content."""
-        end = _tag_end(data, start, self.max_tag_bytes)
+        end = tag_end(data, start, self.max_tag_bytes)
         if end is None:
             if not is_final and len(data) - start < self.max_tag_bytes:
                 return None
             return start + 1
-        tag = _TAG.fullmatch(data, start, end)
+        tag = TAG.fullmatch(data, start, end)
         if tag is not None and tag.group(2).lower() == b"esi:remove":
             self._in_remove = False
             return end
@@ -314,7 +245,7 @@ class Scanner:
     def _tag(self, data: bytes, start: int, events: list[Event], *, is_final: bool) -> int | None:
         """Handle the markup at ``start``; return where scanning goes on, None to wait."""
         is_esi = data[start + 1 : start + 3].lower() in (b"es", b"/e")
-        end = _tag_end(data, start, self.max_tag_bytes)
+        end = tag_end(data, start, self.max_tag_bytes)
         if end is None:
             if not is_final and len(data) - start < self.max_tag_bytes:
                 return None
@@ -322,7 +253,7 @@ class Scanner:
                 return self._drop_malformed(data, start)
             return self._malformed(data, start, events, "unterminated tag")
         raw = data[start:end]
-        tag = _TAG.fullmatch(raw)
+        tag = TAG.fullmatch(raw)
         if tag is None:
             if is_esi:
                 return self._drop_malformed(data, start)
@@ -384,11 +315,10 @@ class Scanner:
         elif name == b"esi:comment":
             if not is_empty:  # ESI 1.0 §3.4: an empty element
                 self._drop(text, DropReason.MALFORMED)
-        elif name == b"esi:remove":
-            if is_empty:
-                self._drop(text, DropReason.MALFORMED)
-            else:
-                self._in_remove = True
+        elif is_empty:  # esi:remove: an element with content
+            self._drop(text, DropReason.MALFORMED)
+        else:
+            self._in_remove = True
         return end
 
     def _fallback(
@@ -406,8 +336,8 @@ class Scanner:
         limit = start + self.max_body_bytes
         pos = open_end
         while True:
-            token = _FALLBACK_TOKEN.search(data, pos, limit)
-            if token is not None and token.group() in (_CDATA_OPEN, b"<!--"):
+            token = FALLBACK_TOKEN.search(data, pos, limit)
+            if token is not None and token.group() in (CDATA_OPEN, b"<!--"):
                 is_comment = token.group() == b"<!--"
                 closer = b"-->" if is_comment else b"]]>"
                 close = data.find(closer, token.start() + 2 if is_comment else token.end(), limit)
@@ -445,16 +375,10 @@ class Scanner:
         return start + 1
 
     def _drop_malformed(self, data: bytes, start: int) -> int:
-        """Drop an esi tag that cannot be read: through its first ``>``, or up to the next
-        ``<``, or else to the end of the bound (or of the stream). Only the bytes within
-        the bound are read, so the decision does not depend on the chunking."""
-        window_end = min(len(data), start + self.max_tag_bytes)
-        name = _ESI_NAME.match(data, start, window_end)
-        self._drop(name.group(1).decode("ascii").lower() if name else "esi:", DropReason.MALFORMED)
-        stop = _TAG_STOP.search(data, start + 1, window_end)
-        if stop is None:
-            return window_end
-        return stop.end() if stop.group() == b">" else stop.start()
+        """Drop an esi tag that cannot be read (see :func:`malformed_esi`)."""
+        name, end = malformed_esi(data, start, self.max_tag_bytes)
+        self._drop(name, DropReason.MALFORMED)
+        return end
 
     def _drop(self, name: str, reason: DropReason) -> None:
         drop = Drop(name[:40], reason)
@@ -471,25 +395,3 @@ class Scanner:
         if not self._has_warned:
             self._has_warned = True
             log.warning("malformed markup passed through as text (%s): %r", why, sample)
-
-
-def _may_become_esi(data: bytes, end: int) -> bool:
-    """After ``<!--`` at ``end``: could more data make it ``<!--esi``?"""
-    rest = data[end:].lower()
-    return len(rest) < 3 and b"esi".startswith(rest)
-
-
-def _tag_end(data: bytes, start: int, max_bytes: int) -> int | None:
-    """The index after the ``>`` closing the tag at ``start``; a quoted ``>`` is a value."""
-    limit = min(len(data), start + max_bytes)
-    quote = 0
-    for index in range(start + 1, limit):
-        byte = data[index]
-        if quote:
-            if byte == quote:
-                quote = 0
-        elif byte == 0x3E:  # >
-            return index + 1
-        elif byte in (0x22, 0x27) and data[index - 1] in b" \t\r\n=":  # a value opens
-            quote = byte
-    return None

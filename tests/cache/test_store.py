@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from weaver.cache import manifest as manifests
-from weaver.cache.errors import BadPurge, DamagedBlob, StoreError
+from weaver.cache.errors import DamagedBlob, StoreError
 from weaver.cache.freshness import Freshness
 from weaver.cache.manifest import Manifest
-from weaver.cache.purge import PurgeRequest, UrlTarget, apply, parse_purge_body
 from weaver.cache.store import Store, digest_of
 
 
@@ -279,65 +278,6 @@ async def test_the_size_bound_evicts_and_never_serves_a_manifest_without_its_blo
         assert await store.check() == []
 
 
-async def test_purge_by_key_prefix_and_tag(store: Store) -> None:
-    await store.put(manifest("GET h/shop/1", tags=("product",)), b"1")
-    await store.put(manifest("GET h/shop/2", tags=("product", "sale")), b"2")
-    await store.put(manifest("GET h/blog/1", tags=("post",)), b"3")
-    await store.put(manifest("GET other/shop/3"), b"4")
-    assert await apply(store, PurgeRequest(tags=("sale",))) == 1
-    assert await store.keys() == ["GET h/blog/1", "GET h/shop/1", "GET other/shop/3"]
-    assert await apply(store, PurgeRequest(prefix="/shop")) == 2  # on every host
-    assert await apply(store, PurgeRequest(keys=("GET h/blog/1", "GET nope"))) == 1
-    assert await store.keys() == []
-
-
-async def test_soft_purge_marks_stale_and_keeps_the_body(store: Store) -> None:
-    await store.put(manifest("GET h/a", tags=("t",)), b"body")
-    assert await apply(store, PurgeRequest(tags=("t",), is_soft=True)) == 1
-    entry = await store.get("GET h/a")
-    assert entry is not None and entry.manifest.is_soft_purged
-    assert await read(store, "GET h/a") == b"body"
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (b"not json", "not JSON"),
-        (b"[]", "JSON object"),
-        (b'{"tag": ["a"]}', 'unknown field "tag"'),
-        (b'{"tags": "a"}', '"tags" must be a list'),
-        (b'{"prefix": "shop"}', '"prefix" must be a path'),
-        (b'{"keys": [], "soft": 1}', '"soft" must be true or false'),
-        (b"{}", "nothing to purge"),
-    ],
-)
-def test_bad_purge_bodies_name_the_field(body: bytes, message: str) -> None:
-    with pytest.raises(BadPurge, match=message):
-        parse_purge_body(body)
-
-
-def test_a_good_purge_body() -> None:
-    assert parse_purge_body(b'{"tags": ["a"], "prefix": "/p", "soft": true}') == PurgeRequest(
-        tags=("a",), prefix="/p", is_soft=True
-    )
-
-
-def test_purge_urls_are_normalised_as_requests_are() -> None:
-    assert parse_purge_body(
-        b'{"urls": ["https://Shop.Example:443/p/%7e?b=2&a=1#top", "/q/./r?x"]}'
-    ) == PurgeRequest(urls=(UrlTarget("shop.example", "/p/~?b=2&a=1"), UrlTarget(None, "/q/r?x")))
-
-
-async def test_purge_by_url_and_prefix_on_keys(store: Store) -> None:
-    for key in ("GET h/p|a=1", "GET h/p|a=2", "GET h:8080/p", "GET h/p?x", "GET h/shopping"):
-        await store.put(manifest(key), key.encode())
-    assert await apply(store, PurgeRequest(urls=(UrlTarget("h", "/p"),))) == 2
-    assert await apply(store, PurgeRequest(prefix="/shop")) == 0
-    assert await apply(store, PurgeRequest(urls=(UrlTarget(None, "/p"),), prefix="/p")) == 2
-    assert await store.keys() == ["GET h/shopping"]
-    assert await store.check() == []
-
-
 async def test_opening_sweeps_only_the_temporary_writes_of_processes_gone(tmp_path: Path) -> None:
     """Workers share a store: one that restarts must not delete another's write."""
     tmp = tmp_path / "tmp"
@@ -364,10 +304,3 @@ async def test_a_manifest_of_the_old_format_on_disk_is_a_miss_not_a_crash(tmp_pa
     async with Store(str(tmp_path), max_size_bytes=10**9) as reopened:
         assert await reopened.get("GET h/a") is None
         assert await reopened.keys() == []  # the unreadable row is gone
-
-
-def test_decoding_an_old_manifest_names_its_version() -> None:
-    with pytest.raises(StoreError, match="manifest version 1, expected 2"):
-        manifests.decode(b'{"key":"k","stored_at":1.0,"version":1}')
-    with pytest.raises(StoreError, match="unreadable manifest"):
-        manifests.decode(b"not json")

@@ -1,3 +1,5 @@
+"""The loader: a whole file to Config, every problem listed with the file and key path."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -180,92 +182,3 @@ def test_longest_route_prefix_wins() -> None:
     assert shop is not None and shop.path == "/shop"
     root = config.route_for("/shopping")
     assert root is not None and root.path == "/"
-
-
-def test_session_bounds_and_allowed_origins_have_defaults() -> None:
-    session = build_config({}, "w.toml").session
-    assert session.allowed_origins == ()
-    assert (session.max_subscriptions, session.max_channel_bytes) == (64, 256)
-    assert (session.listen_backlog, session.handshake_timeout_s) == (4096, 30.0)
-
-
-def test_session_listen_backlog_and_handshake_timeout_are_read_and_bounded() -> None:
-    session = build_config(
-        {"session": {"listen_backlog": 16384, "handshake_timeout": "1m"}}, "w.toml"
-    ).session
-    assert (session.listen_backlog, session.handshake_timeout_s) == (16384, 60.0)
-    with pytest.raises(ConfigError) as info:
-        build_config({"session": {"listen_backlog": 0, "handshake_timeout": "0s"}}, "w.toml")
-    assert str(info.value).splitlines() == [
-        "w.toml: session.listen_backlog: must be 1..65535; got 0 (try 4096)",
-        "w.toml: session.handshake_timeout: must be more than 0s and at most 10m; got 0.0s "
-        '(try "30s")',
-    ]
-
-
-def test_session_allowed_origins_are_normalized_as_a_browser_sends_them() -> None:
-    session = build_config(
-        {
-            "session": {
-                "allowed_origins": [
-                    "https://Shop.example:443/",
-                    "http://127.0.0.1:8080",
-                    "http://[::1]:80",
-                ],
-                "max_subscriptions": 8,
-                "max_channel_bytes": 100,
-            }
-        },
-        "w.toml",
-    ).session
-    assert session.allowed_origins == (
-        "https://shop.example",
-        "http://127.0.0.1:8080",
-        "http://[::1]",
-    )
-    assert (session.max_subscriptions, session.max_channel_bytes) == (8, 100)
-
-
-def test_bad_session_origins_and_bounds_are_each_named() -> None:
-    with pytest.raises(ConfigError) as info:
-        build_config(
-            {
-                "session": {
-                    "allowed_origins": ["shop.example", "https://shop.example/path", 3],
-                    "max_subscriptions": 0,
-                    "max_channel_bytes": "big",
-                }
-            },
-            "w.toml",
-        )
-    assert str(info.value).splitlines() == [
-        "w.toml: session.allowed_origins[2]: expected a string; got 3",
-        'w.toml: session.allowed_origins[0]: "shop.example" is not an origin '
-        '(try "https://shop.example" or "http://127.0.0.1:8080")',
-        'w.toml: session.allowed_origins[1]: "https://shop.example/path" is not an origin '
-        '(try "https://shop.example" or "http://127.0.0.1:8080")',
-        'w.toml: session.max_channel_bytes: expected an integer; got "big"',
-        "w.toml: session.max_subscriptions: must be 1..100000; got 0 (try 64)",
-    ]
-
-
-def test_routes_proxy_upgrade_requests_unless_told_not_to() -> None:
-    config = build_config(
-        {
-            "origin": [{"name": "o", "url": "http://127.0.0.1:1"}],
-            "route": [
-                {"path": "/", "origin": "o"},
-                {"path": "/x", "origin": "o", "websocket": False},
-            ],
-        },
-        "w.toml",
-    )
-    assert [r.is_upgrade_allowed for r in config.routes] == [True, False]
-
-
-def test_origin_connection_bounds_have_defaults_and_are_checked() -> None:
-    server = build_config({}, "w.toml").server
-    assert (server.max_origin_connections, server.max_connections_per_origin) == (4096, 1024)
-    with pytest.raises(ConfigError) as info:
-        build_config({"server": {"max_connections_per_origin": 0}}, "w.toml")
-    assert "w.toml: server.max_connections_per_origin: must be 1..100000; got 0" in str(info.value)

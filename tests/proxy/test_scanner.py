@@ -282,6 +282,40 @@ def test_a_removal_streams_without_holding_its_content() -> None:
     assert scanner.dropped == {}
 
 
+def test_other_esi_end_tags_inside_a_removal_are_removed_with_it() -> None:
+    page = b"a<esi:remove>b</esi:vars>c</esi:include x='>'>d</esi:remove>e"
+    for events, drops in (run(page), run(page, list(range(1, len(page))))):
+        assert text(events) == b"ae"
+        assert drops == {}
+
+
+@pytest.mark.parametrize("bounds", [DEFAULT_BOUNDS, (32, 64)])
+def test_an_unfinished_end_tag_inside_a_removal_does_not_end_it(bounds: Bounds) -> None:
+    page = b"a<esi:remove>b</esi:remove" + b" " * 40
+    for events, drops in (run(page, bounds=bounds), run(page, [20, 30], bounds=bounds)):
+        assert text(events) == b"a"
+        assert drops == {Drop("esi:remove", DropReason.UNCLOSED): 1}
+
+
+def test_a_closing_weaver_subscribe_tag_is_dropped() -> None:
+    page = b'<weaver-subscribe channel="c"></weaver-subscribe>x'
+    for events in (scan(page), byte_by_byte(page)):
+        assert events == [Subscribe("c"), Text(b"x")]
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        b"<weaver-include@ src=/a>x</weaver-include>",  # unreadable
+        b"<weaver-include src=/a>x<!-- a comment that hides the end </weaver-include>",
+        b"<weaver-include src=/a>x<![CDATA[ hides the end </weaver-include>",
+    ],
+)
+def test_a_weaver_include_that_cannot_be_read_passes_as_text(page: bytes) -> None:
+    for events in (scan(page), byte_by_byte(page)):
+        assert events == [Text(page)]
+
+
 # CDATA (Varnish e00002, e00007) and comments: opaque, passed byte for byte, dropped inside
 # esi:remove.
 

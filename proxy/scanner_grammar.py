@@ -1,0 +1,105 @@
+"""The byte grammar of include markup: where it may start, how a tag reads, its attributes.
+
+Compiled patterns and small pure functions over ``bytes`` that
+:class:`~weaver.proxy.scanner.Scanner` applies; they hold no state and decide nothing
+about chunking (the scanner does). Names are matched case-insensitively, CDATA markers
+case-sensitively as in XML.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+CDATA_OPEN = b"<![CDATA["
+_CDATA = rb"(?-i:!\[CDATA\[)"  # XML: case-sensitive, unlike the tag names
+_COMMENT = rb"!--(?:esi)?"  # an HTML comment, or an ESI one (ESI 1.0 §3.7)
+# An opaque section's opening token, lowercased, to the bytes that end it.
+OPAQUE_ENDS = {b"<![cdata[": b"]]>", b"<!--": b"-->"}
+
+# Where markup may start. Searched by the regex engine, so plain HTML costs one C loop (as
+# long as every branch sits under the one leading "<": a top-level "|" costs a third).
+START = re.compile(rb"<(?:/?esi:|" + _COMMENT + rb"|/?weaver-|" + _CDATA + rb")", re.I)
+START_IN_COMMENT = re.compile(
+    rb"<(?:/?esi:|" + _COMMENT + rb"|/?weaver-|" + _CDATA + rb")|-->", re.I
+)
+# Inside esi:remove only its end matters, and what could hide it or end an ESI comment.
+IN_REMOVE = re.compile(rb"<(?:/esi:|" + _COMMENT + rb"|" + _CDATA + rb")", re.I)
+IN_REMOVE_IN_COMMENT = re.compile(rb"<(?:/esi:|" + _COMMENT + rb"|" + _CDATA + rb")|-->", re.I)
+# Every token the patterns above find, lowercased: a chunk ending in a prefix of one waits.
+PREFIXES = (b"<esi:", b"</esi:", b"<!--esi", b"<weaver-", b"</weaver-", b"<![cdata[", b"-->")
+LONGEST_PREFIX = max(map(len, PREFIXES))
+
+# A whole tag: group 1 "/" if closing, 2 the name, 3 the attributes, 4 "/" if empty.
+TAG = re.compile(
+    rb"<(/?)((?:esi:|weaver-)[a-z-]+)"
+    rb"((?:\s+[^\s=/>\"'<]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?)*)"
+    rb"\s*(/?)>",
+    re.IGNORECASE,
+)
+_ATTR = re.compile(
+    rb"([^\s=/>\"']+)(?:\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'=<>`]+)))?", re.IGNORECASE
+)
+ESI_NAME = re.compile(rb"<(/?esi:[a-z-]*)", re.IGNORECASE)
+TAG_STOP = re.compile(rb"[<>]")
+# Inside a weaver-include: its end tag, or what could hide one (a comment, CDATA).
+FALLBACK_TOKEN = re.compile(rb"<(?:/weaver-include\s*>|!--|" + _CDATA + rb")", re.I)
+
+
+def parse_attrs(text: bytes) -> tuple[tuple[str, str], ...]:
+    """Attributes of a tag: names lowercased, values HTML-unescaped, booleans ``""``."""
+    attrs: list[tuple[str, str]] = []
+    for match in _ATTR.finditer(text):
+        name = match.group(1).decode("utf-8", "replace").lower()
+        raw = next((g for g in match.groups()[1:] if g is not None), b"")
+        attrs.append((name, html.unescape(raw.decode("utf-8", "replace"))))
+    return tuple(attrs)
+
+
+def may_become_esi(data: bytes, end: int) -> bool:
+    """After ``<!--`` at ``end``: could more data make it ``<!--esi``?"""
+    rest = data[end:].lower()
+    return len(rest) < 3 and b"esi".startswith(rest)
+
+
+def tag_end(data: bytes, start: int, max_bytes: int) -> int | None:
+    """The index after the ``>`` closing the tag at ``start``; a quoted ``>`` is a value.
+    None if there is none within ``max_bytes`` of ``start`` (or before the data ends)."""
+    limit = min(len(data), start + max_bytes)
+    quote = 0
+    for index in range(start + 1, limit):
+        byte = data[index]
+        if quote:
+            if byte == quote:
+                quote = 0
+        elif byte == 0x3E:  # >
+            return index + 1
+        elif byte in (0x22, 0x27) and data[index - 1] in b" \t\r\n=":  # a value opens
+            quote = byte
+    return None
+
+
+def safe_end(data: bytes, pos: int) -> int:
+    """Where text from ``pos`` can be emitted up to: a possible markup start at the end of
+    ``data`` (a prefix of a token in :data:`PREFIXES`) waits for more."""
+    tail_from = max(pos, len(data) - LONGEST_PREFIX + 1)
+    for index in range(tail_from, len(data)):
+        rest = data[index:].lower()
+        if rest[:1] in b"<-" and any(p.startswith(rest) for p in PREFIXES):
+            return index
+    return len(data)
+
+
+def malformed_esi(data: bytes, start: int, max_bytes: int) -> tuple[str, int]:
+    """An esi tag at ``start`` that cannot be read: its name (lowercased, ``"esi:"`` if
+    none) and where it ends: through its first ``>``, or up to the next ``<``, or else at
+    the bound (or the end of ``data``). Only the bytes within the bound are read, so the
+    result does not depend on the chunking."""
+    window_end = min(len(data), start + max_bytes)
+    name = ESI_NAME.match(data, start, window_end)
+    stop = TAG_STOP.search(data, start + 1, window_end)
+    if stop is None:
+        end = window_end
+    else:
+        end = stop.end() if stop.group() == b">" else stop.start()
+    return (name.group(1).decode("ascii").lower() if name else "esi:"), end

@@ -1,0 +1,117 @@
+"""The scanner's byte grammar: attributes, where a tag ends, what waits at a chunk's end."""
+
+from __future__ import annotations
+
+import pytest
+
+from weaver.proxy.scanner_grammar import (
+    PREFIXES,
+    START,
+    TAG,
+    malformed_esi,
+    may_become_esi,
+    parse_attrs,
+    safe_end,
+    tag_end,
+)
+
+
+def test_attributes_are_lowercased_unescaped_and_booleans_are_empty() -> None:
+    attrs = parse_attrs(b" SRC=\"/a?x=1&amp;y=2\" alt='/b' data-n=3 primary")
+    assert attrs == (("src", "/a?x=1&y=2"), ("alt", "/b"), ("data-n", "3"), ("primary", ""))
+
+
+def test_attributes_that_are_not_utf8_are_replaced_not_raised() -> None:
+    assert parse_attrs(b' src="/\xff"') == (("src", "/\ufffd"),)
+
+
+@pytest.mark.parametrize(
+    ("data", "end"),
+    [
+        (b"<esi:include src=/a/>", 21),
+        (b"<esi:include src='>'/>x", 22),  # a quoted ">" is a value
+        (b'<esi:include src=">"/>', 22),
+        (b"<esi:include src=a'b>", 21),  # a quote inside an unquoted value opens nothing
+        (b"<esi:include src='never closed", None),
+    ],
+)
+def test_a_tag_ends_at_its_first_unquoted_gt(data: bytes, end: int | None) -> None:
+    assert tag_end(data, 0, 1024) == end
+
+
+def test_a_tag_end_past_the_bound_is_not_found() -> None:
+    data = b"<esi:include src=/a/>"
+    assert tag_end(data, 0, len(data)) == len(data)
+    assert tag_end(data, 0, len(data) - 1) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "end"),
+    [
+        (b"plain", 5),
+        (b"abc<", 3),
+        (b"abc<ES", 3),  # names are case-insensitive
+        (b"abc</weaver", 3),
+        (b"abc<![CDA", 3),
+        (b"abc-", 3),  # may become "-->"
+        (b"abc--", 3),
+        (b"abc<p", 5),
+        (b"a-b", 3),
+        (b"abc<esi:x", 9),  # a whole token is the pattern's business, not the tail's
+    ],
+)
+def test_only_a_possible_markup_start_at_the_end_waits(data: bytes, end: int) -> None:
+    assert safe_end(data, 0) == end
+
+
+def test_the_tail_that_waits_starts_no_earlier_than_the_scan() -> None:
+    assert safe_end(b"a<es", 1) == 1
+    assert safe_end(b"a<es", 2) == 4
+
+
+def test_every_token_but_the_comment_end_starts_markup_and_its_prefix_waits() -> None:
+    for prefix in PREFIXES:
+        token = prefix.replace(b"cdata", b"CDATA")  # XML's marker is case-sensitive
+        assert (START.match(token) is not None) is (prefix != b"-->"), prefix
+        assert safe_end(b"x" + prefix[:-1], 0) == 1, prefix
+
+
+@pytest.mark.parametrize(
+    ("data", "rest", "expected"),
+    [
+        (b"<!--", b"", True),
+        (b"<!--", b"E", True),
+        (b"<!--", b"es", True),
+        (b"<!--", b"esi", False),
+        (b"<!--", b"x", False),
+        (b"<!--", b"ex", False),
+    ],
+)
+def test_a_comment_opening_may_become_an_esi_comment_only_while_short(
+    data: bytes, rest: bytes, expected: bool
+) -> None:
+    assert may_become_esi(data + rest, len(data)) is expected
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "end"),
+    [
+        (b"<esi:vars a='>x", "esi:vars", 14),  # through the first ">", quotes or not
+        (b"<ESI:Foo <p>", "esi:foo", 9),  # up to the next "<"
+        (b"</esi:x y", "/esi:x", 9),  # else to the end of the data
+        (b"<esi: x>", "esi:", 8),
+    ],
+)
+def test_an_unreadable_esi_tag_ends_at_gt_or_before_lt(data: bytes, name: str, end: int) -> None:
+    assert malformed_esi(data, 0, 1024) == (name, end)
+
+
+def test_an_unreadable_esi_tag_is_read_no_further_than_the_bound() -> None:
+    data = b"xx<esi:include src='" + b"a" * 50 + b">"
+    assert malformed_esi(data, 2, 20) == ("esi:include", 22)
+
+
+def test_a_whole_tag_reads_its_parts() -> None:
+    tag = TAG.fullmatch(b'</ESI:include a="1" />')
+    assert tag is not None
+    assert tag.groups() == (b"/", b"ESI:include", b' a="1"', b"/")
