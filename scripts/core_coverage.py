@@ -25,6 +25,11 @@ CORES: dict[str, tuple[str, ...]] = {
     "proxy/weave_parts.py": ("tests/proxy/test_weave_parts.py",),
     "proxy/weave_events.py": ("tests/proxy/test_weave_events.py", "tests/proxy/test_weave.py"),
     "proxy/scanner.py": ("tests/proxy/test_scanner.py",),
+    "proxy/scanner_grammar.py": (
+        "tests/proxy/test_scanner_grammar.py",
+        "tests/proxy/test_scanner.py",
+    ),
+    "proxy/scanner_events.py": ("tests/proxy/test_scanner_events.py",),
     "cache/freshness.py": ("tests/cache/test_freshness.py",),
     "cache/keys.py": ("tests/cache/test_keys.py",),
     "cache/policy.py": ("tests/cache/test_policy.py",),
