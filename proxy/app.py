@@ -1,6 +1,6 @@
 """The Weaver HTTP application: pages, health, and the operator endpoints.
 
-Run it with ``handler_cancellation=True`` (see :func:`weaver.proxy.cli.start_site`): a
+Run it with ``handler_cancellation=True`` (see :func:`weaver.proxy.serve.start_site`): a
 client that goes away cancels its handler, which is what stops the work done for it.
 """
 

@@ -2,9 +2,10 @@
 
 Bodies are never read whole: callers iterate :meth:`OriginResponse.chunks`, which hands
 over what has arrived as the consumer pulls (the socket pauses when more than
-:data:`~weaver.proxy.origin_pool.HIGH_WATER_BYTES` wait unread), so a 1 GB body passes in
-constant memory. Every network wait has a deadline. The wire format is
-:mod:`weaver.proxy.http1`'s, the sockets and the pool :mod:`weaver.proxy.origin_pool`'s.
+:data:`~weaver.proxy.origin_connection.HIGH_WATER_BYTES` wait unread), so a 1 GB body
+passes in constant memory. Every network wait has a deadline. The wire format is
+:mod:`weaver.proxy.http1`'s, each socket :mod:`weaver.proxy.origin_connection`'s and the
+pool :mod:`weaver.proxy.origin_pool`'s.
 """
 
 from __future__ import annotations
@@ -30,13 +31,8 @@ from weaver.proxy.http1 import (
     chunk,
     request_head,
 )
-from weaver.proxy.origin_pool import (
-    Connection,
-    ConnectTimeout,
-    Key,
-    Pool,
-    PoolStats,
-)
+from weaver.proxy.origin_connection import Connection, Key
+from weaver.proxy.origin_pool import ConnectTimeout, Pool, PoolStats
 from weaver.proxy.upgrade_head import authority
 
 log = logging.getLogger(__name__)

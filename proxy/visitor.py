@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
-from weaver.config.schema import IncludeMode, OriginConfig, RouteConfig
+from weaver.config.schema import IncludeMode, OriginConfig, RouteConfig, SuspenseDelivery
 from weaver.proxy.edge import Edge
 from weaver.proxy.forwarding import Peer, is_trusted, visitor_headers
 from weaver.proxy.includes import IncludePlan
@@ -59,6 +59,23 @@ def visit_of(
 ) -> Visit:
     peer = peer_of(request, edge)
     return Visit(request, edge, route, edge.config.origin(route.origin), peer, authority, target)
+
+
+def is_inline_delivery(visit: Visit) -> bool:
+    """Whether this page request gets its slots inline: a GET of a page on an inline
+    route; HEAD and Range requests are answered as with session delivery."""
+    request = visit.request
+    return (
+        visit.route.suspense_delivery is SuspenseDelivery.INLINE
+        and request.method == "GET"
+        and "Range" not in request.headers
+    )
+
+
+def is_html(headers: CIMultiDict[str]) -> bool:
+    """Whether an answer with ``headers`` is a page (HTML): only pages open sessions."""
+    content_type = headers.get("Content-Type", "")
+    return content_type.startswith(("text/html", "application/xhtml+xml"))
 
 
 def open_session(

@@ -8,8 +8,8 @@ import aiohttp
 
 from tests.servers import serve_app
 from weaver.proxy.app import build_app
-from weaver.proxy.cli import demo_config
 from weaver.proxy.demo.origin import build_origin
+from weaver.proxy.serve import demo_config
 
 
 async def test_the_demo_account_and_api_work_through_weaver_while_pages_are_shared() -> None:

@@ -1,147 +1,98 @@
-"""The page handler (proxy/handler.py) on the live path (MISS, COALESCED, BYPASS), through
-a real Weaver in front of a real origin: compression as the handler wires
-weaver.proxy.compress.negotiate / apply_encoding / new_compressor.
-
-What the origin streams reaches the visitor compressed as it arrives (a sync flush per
-chunk); what is stored is the identity body, so later hits are compressed from it once.
-"""
+"""The page handler (proxy/handler.py): routing, the cache lookup and hits, through a real
+Weaver in front of a real origin on 127.0.0.1. Misses are tests/proxy/test_miss.py's,
+unsafe methods tests/proxy/test_unsafe.py's."""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
-import hashlib
-import zlib
+import socket
+import tempfile
 
 import aiohttp
-import brotli
 from aiohttp import web
 
-from tests.integration.harness import weaver_stack
-from tests.proxy.test_replay import CACHE, PAGE, ROUTES, SCRIPT_GZ, get
-from tests.servers import Handler
+from tests.integration.harness import Recorder, html, weaver_config, weaver_stack
+from tests.servers import serve_app
+from weaver.proxy.app import build_app
+
+CACHE = {"Cache-Control": "max-age=60"}
 
 
-async def test_a_miss_is_compressed_for_the_visitor_and_stored_as_identity() -> None:
+async def page(request: web.Request) -> web.Response:
+    return html(f"page {request.path_qs}", **CACHE)
+
+
+async def test_a_host_header_that_is_no_host_is_a_400_and_the_origin_is_not_asked() -> None:
+    rec = Recorder()
     async with (
         asyncio.timeout(10),
-        weaver_stack(ROUTES) as stack,
-        aiohttp.ClientSession(auto_decompress=False) as client,
+        weaver_stack({"/": page}, rec) as stack,
+        aiohttp.ClientSession() as client,
+        client.get(stack.url + "/", headers={"Host": "bad host"}) as resp,
     ):
-        status, body, headers = await get(client, stack.url + "/", "br")
-        assert (status, headers["X-Weaver-Cache"]) == (200, "MISS")
-        assert headers["Content-Encoding"] == "br"
-        assert headers["Vary"] == "Accept-Encoding"
-        assert "Content-Length" not in headers
-        assert brotli.decompress(body) == PAGE
-        status, hit, headers = await get(client, stack.url + "/", "identity")
-        assert (status, hit, headers["X-Weaver-Cache"]) == (200, PAGE, "HIT")
-        digest = hashlib.blake2b(PAGE, digest_size=32).hexdigest()
-        assert headers["ETag"] == f'"{digest}"'
+        assert resp.status == 400
+        assert "not a valid host" in await resp.text()
+    assert rec.requests == []
 
 
-async def test_an_identity_miss_of_a_compressible_page_still_varies() -> None:
+async def test_a_path_no_route_covers_is_a_404_that_names_it() -> None:
+    rec = Recorder()
     async with (
         asyncio.timeout(10),
-        weaver_stack(ROUTES) as stack,
-        aiohttp.ClientSession(auto_decompress=False) as client,
+        weaver_stack({"/shop/{tail:.*}": page}, rec, path="/shop") as stack,
+        aiohttp.ClientSession() as client,
     ):
-        status, body, headers = await get(client, stack.url + "/", "identity")
-    assert (status, body, headers["X-Weaver-Cache"]) == (200, PAGE, "MISS")
-    assert headers["Vary"] == "Accept-Encoding"
-    assert "Content-Encoding" not in headers
+        async with client.get(stack.url + "/blog/post") as resp:
+            assert resp.status == 404
+            assert "/blog/post" in await resp.text()
+        async with client.get(stack.url + "/shop/socks") as resp:
+            assert (resp.status, await resp.text()) == (200, "page /shop/socks")
+    assert rec.requests == ["/shop/socks"]
 
 
-async def test_a_woven_page_is_compressed_on_a_miss() -> None:
-    async def shell(request: web.Request) -> web.Response:
-        text = '<html><esi:include src="/f"/>' + PAGE.decode() + "</html>"
-        return web.Response(text=text, content_type="text/html", headers=CACHE)
-
-    async def fragment(request: web.Request) -> web.Response:
-        return web.Response(text="<b>fragment</b>", content_type="text/html", headers=CACHE)
-
-    routes: dict[str, Handler] = {"/": shell, "/f": fragment}
+async def test_a_fresh_stored_page_is_a_hit_without_asking_the_origin() -> None:
+    rec = Recorder()
     async with (
         asyncio.timeout(10),
-        weaver_stack(routes) as stack,
-        aiohttp.ClientSession(auto_decompress=False) as client,
+        weaver_stack({"/": page}, rec) as stack,
+        aiohttp.ClientSession() as client,
     ):
-        status, body, headers = await get(client, stack.url + "/", "gzip")
-    assert (status, headers["Content-Encoding"]) == (200, "gzip")
-    assert gzip.decompress(body) == b"<html><b>fragment</b>" + PAGE + b"</html>"
+        for expected in ("MISS", "HIT", "HIT"):
+            async with client.get(stack.url + "/") as resp:
+                assert (resp.status, await resp.text()) == (200, "page /")
+                assert resp.headers["X-Weaver-Cache"] == expected
+        async with client.get(stack.url + "/?q=1") as resp:  # another key
+            assert (await resp.text(), resp.headers["X-Weaver-Cache"]) == ("page /?q=1", "MISS")
+    assert rec.requests == ["/", "/?q=1"]
 
 
-async def test_the_visitor_sees_each_chunk_compressed_as_the_origin_sends_it() -> None:
-    first_seen = asyncio.Event()
-    first = PAGE * 4  # past the 64 KiB a page's head waits for (filling.HEADER_HOLD_BYTES)
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={**CACHE, "Content-Type": "text/html"})
-        await response.prepare(request)
-        await response.write(first)
-        await first_seen.wait()  # the rest only once the visitor has decoded the first
-        await response.write(b"<p>the end</p>")
-        await response.write_eof()
-        return response
-
+async def test_the_same_target_in_another_spelling_is_the_same_stored_page() -> None:
+    rec = Recorder()
     async with (
         asyncio.timeout(10),
-        weaver_stack({"/": slow}) as stack,
-        aiohttp.ClientSession(auto_decompress=False) as client,
-        client.get(stack.url + "/", headers={"Accept-Encoding": "gzip"}) as resp,
+        weaver_stack({"/{tail:.*}": page}, rec) as stack,
+        aiohttp.ClientSession() as client,
     ):
-        assert resp.headers["Content-Encoding"] == "gzip"
-        reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        seen = b""
-        while len(seen) < len(first):
-            chunk = await resp.content.readany()
-            assert chunk, "the stream ended before the first chunk was decodable"
-            seen += reader.decompress(chunk)
-        assert seen == first
-        first_seen.set()
-        seen += reader.decompress(await resp.content.read())
-    assert seen == first + b"<p>the end</p>"
+        async with client.get(stack.url + "/%7Euser") as resp:
+            assert resp.headers["X-Weaver-Cache"] == "MISS"
+            await resp.read()  # the whole page: then it is stored
+        async with client.get(stack.url + "/~user") as resp:  # RFC 3986 §6.2.2: the same
+            assert resp.headers["X-Weaver-Cache"] == "HIT"
+    assert rec.requests == ["/~user"]
 
 
-async def test_followers_of_one_fill_each_get_their_own_coding() -> None:
-    arrived, release = asyncio.Event(), asyncio.Event()
-
-    async def held(request: web.Request) -> web.Response:
-        arrived.set()
-        await release.wait()
-        return web.Response(body=PAGE, content_type="text/html", headers=CACHE)
-
-    async with (
-        asyncio.timeout(10),
-        weaver_stack({"/": held}) as stack,
-        aiohttp.ClientSession(auto_decompress=False) as client,
-    ):
-        async with asyncio.TaskGroup() as tasks:
-            first = tasks.create_task(get(client, stack.url + "/", "br"))
-            await arrived.wait()
-            others = [
-                tasks.create_task(get(client, stack.url + "/", accept))
-                for accept in ("gzip", "identity")
-            ]
-            release.set()  # followers that come after the fill get a HIT: as good
-        (_, br, h1), (_, gz, h2), (_, plain, h3) = [t.result() for t in (first, *others)]
-    assert h1["X-Weaver-Cache"] == "MISS"
-    assert {h2["X-Weaver-Cache"], h3["X-Weaver-Cache"]} <= {"COALESCED", "HIT"}
-    assert (h1["Content-Encoding"], h2["Content-Encoding"]) == ("br", "gzip")
-    assert "Content-Encoding" not in h3
-    assert brotli.decompress(br) == PAGE
-    assert gzip.decompress(gz) == PAGE
-    assert plain == PAGE
-
-
-async def test_an_origin_encoded_or_no_transform_miss_passes_through() -> None:
-    async with (
-        asyncio.timeout(10),
-        weaver_stack(ROUTES) as stack,
-        aiohttp.ClientSession(auto_decompress=False) as client,
-    ):
-        _, body, headers = await get(client, stack.url + "/app.js", "br")
-        assert (body, headers["Content-Encoding"]) == (SCRIPT_GZ, "gzip")
-        _, body, headers = await get(client, stack.url + "/as-is", "br")
-        assert body == PAGE
-        assert "Content-Encoding" not in headers
+async def test_an_origin_that_refuses_the_connection_is_a_502_page_naming_it() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: refused
+        with tempfile.TemporaryDirectory(prefix="weaver-cache-") as cache_dir:
+            config = weaver_config(f"http://127.0.0.1:{port}", cache_dir)
+            async with (
+                asyncio.timeout(10),
+                serve_app(build_app(config)) as url,
+                aiohttp.ClientSession() as client,
+                client.get(url + "/") as resp,
+            ):
+                assert resp.status == 502
+                text = await resp.text()
+    assert 'from the origin "shop"' in text and "unreachable" in text
