@@ -63,9 +63,16 @@ class Channels:
             if not members:
                 del self.subscribers[channel]
 
-    def remove_all(self, session: Session) -> None:
-        for channel in list(session.channels):
-            self.remove(session.id, channel)
+    def forget(self, session: Session) -> None:
+        """This node dropped its copy of ``session``: it leaves the subscriber sets, but
+        stays subscribed (no metadata written): with a shared log it may resume on any
+        node, its channels with it."""
+        for channel in session.channels:
+            members = self.subscribers.get(channel)
+            if members is not None:
+                members.discard(session.id)
+                if not members:
+                    del self.subscribers[channel]
 
     def presence(self, channel: str) -> int:
         return len(self.subscribers.get(channel, ()))

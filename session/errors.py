@@ -45,3 +45,13 @@ class TokenError(SessionError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(POLICY, reason)
+
+
+class TryAgain(SessionError):
+    """This node cannot serve the request now (full, or its copy of the session was
+    dropped while it was loaded); nothing is wrong with the client: 1013, 503 over HTTP."""
+
+    status = 503
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(TRY_AGAIN, reason)

@@ -111,7 +111,11 @@ async def post_event_handler(request: web.Request) -> web.Response:
         return web.json_response({"cancelled": is_cancelled}, status=202)
     if not isinstance(message, ClientEvent):
         return _bad("only event and cancel messages may be POSTed")
-    await hub.offer_event(await hub.load(session_id), message)
+    try:
+        session = await hub.load(session_id)
+    except SessionError as exc:  # TryAgain: 503
+        return web.json_response({"error": exc.reason}, status=exc.status)
+    await hub.offer_event(session, message)
     return web.json_response({"queued": message.id}, status=202)
 
 

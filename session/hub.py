@@ -44,10 +44,11 @@ from weaver.session.bus import Bus, BusUnavailable, MemoryBus, SharedLog
 from weaver.session.channels import Channels
 from weaver.session.consumers import Consumers
 from weaver.session.delivery import EventDelivery
+from weaver.session.errors import TryAgain
 from weaver.session.live import Session, emit_of
 from weaver.session.messages import Bye, ClientEvent, Message, encode, encoded, message_data
 from weaver.session.outbox import Outbox
-from weaver.session.protocol import channel_refusal
+from weaver.session.protocol import State, channel_refusal
 from weaver.session.shared import SharedWriter, restore
 from weaver.session.slot_tasks import SuspenseFetch, run_slot_streams, run_suspense
 from weaver.session.slots import SlotProducer
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Outbox", "Session", "SessionHub"]
 
 BYE_SHUTDOWN = Bye("server shutting down")
+MAX_LOADS = 3  # loads of a session dropped while loading before the client is told 1013
 
 
 class SessionHub:
@@ -250,7 +252,26 @@ class SessionHub:
         """The session, as the shared log knows it when this node has no copy: its seq,
         cookie, events URL, slots and channels; the channel messages published while
         no node held it are caught up. Without a shared bus (or with it down): as
-        :meth:`session`."""
+        :meth:`session`.
+
+        The session returned is not dropped, and nothing awaits between this return and
+        the caller's attach (server.py, sse.py): the janitor cannot drop it in between.
+
+        Raises:
+            TryAgain: 1013 (503), the session was dropped during each of ``MAX_LOADS``
+                loads (a node evicting faster than it loads); the client retries.
+        """
+        for _ in range(MAX_LOADS):
+            session = await self._load_once(session_id)
+            if session.state.state is not State.DROPPED:
+                return session
+            # Dropped (held past session_hold_s, or evicted) during the catch-up: a
+            # consumer arriving a moment later would load it again from the shared
+            # log, so this one does too, rather than attach to a dropped copy.
+            log.info("session %s was dropped while it was loaded; loading it again", session_id)
+        raise TryAgain("the session was dropped while it was loaded; retry")
+
+    async def _load_once(self, session_id: str) -> Session:
         if session_id in self.sessions or self.shared is None or not self.shared.is_up:
             return self.session(session_id)
         try:
@@ -378,7 +399,7 @@ class SessionHub:
         session.state.dropped()
         for task in list(session.tasks):
             task.cancel()  # its suspense fetches and event delivery stop
-        self.channels.remove_all(session)
+        self.channels.forget(session)
         del self.sessions[session_id]
 
     def _drop_longest_detached(self) -> None:

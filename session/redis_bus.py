@@ -136,6 +136,13 @@ class RedisBus:
             pubsub = self._redis.pubsub()
             try:
                 async with asyncio.timeout(self.config.timeout_s):
+                    if attempt:
+                        # After an outage every pooled connection is to the Redis that
+                        # went away; redis-py may hand one out unchecked (its pool skips
+                        # the check while maintenance notifications are "auto"), so the
+                        # first calls once Redis is back would fail and mark it down
+                        # again, sending sessions to local delivery for nothing.
+                        await self._redis.connection_pool.disconnect()
                     await self._load_scripts()
                     await pubsub.subscribe(SESSIONS, CHANNELS, PURGES)
                     confirmed = 0

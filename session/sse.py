@@ -61,7 +61,10 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     expected = request.query.get("session")
     if expected is not None and expected != session_id:
         last_seq = 0  # it counts in another session's log: as over WebSocket (server.py)
-    session = await hub.load(session_id)
+    try:
+        session = await hub.load(session_id)
+    except SessionError as exc:  # TryAgain: 503, the browser retries
+        return web.json_response({"error": exc.reason}, status=exc.status)
     outbox, resumed, hello_seq = await hub.attach(session, last_seq)
     try:
         response = web.StreamResponse(

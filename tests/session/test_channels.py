@@ -85,6 +85,16 @@ def test_unsubscribing_forgets_the_channel_on_both_sides() -> None:
     channels.restore(held["b"], ("y",))
     channels.remove("a", "x")
     assert channels.subscribers == {"x": {"b"}, "y": {"b"}}
-    channels.remove_all(held["b"])
     channels.remove("gone", "x")
-    assert channels.subscribers == {} and held["a"].channels == held["b"].channels == set()
+    assert held["a"].channels == set() and held["b"].channels == {"x", "y"}
+
+
+def test_a_dropped_session_leaves_the_subscribers_but_keeps_its_channels() -> None:
+    held = sessions("a", "b")
+    channels = Channels(held, history_size=2)
+    channels.add(held["a"], "x")
+    channels.add(held["b"], "x")
+    channels.restore(held["b"], ("y",))
+    channels.forget(held["b"])
+    assert channels.subscribers == {"x": {"a"}}
+    assert held["b"].channels == {"x", "y"}  # a resume elsewhere keeps them

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from tests.redis_server import RedisServer
 from tests.session.harness import Running, client, receive, receive_until, running_hub
 from weaver.config.schema import BusConfig
+from weaver.session.bus import ChannelMessage
 from weaver.session.redis_bus import RedisBus, log_key, session_key
 
 
@@ -154,3 +155,38 @@ async def wait_until_up(*nodes_: Running) -> None:
         for node in nodes_:
             assert isinstance(node.hub.bus, RedisBus)
             await node.hub.bus.wait_up()
+
+
+async def test_calls_once_redis_is_back_do_not_fail_on_connections_from_before_the_outage(
+    redis: RedisServer,
+) -> None:
+    """A regression: pooled connections to the killed Redis were handed out after it
+    came back, so the first calls failed and sessions went to local delivery (their
+    seq then ran ahead of the shared log: tests/integration/test_redis_nodes.py)."""
+    ups = 0
+    came_back = asyncio.Event()
+
+    async def on_up() -> None:
+        nonlocal ups
+        ups += 1
+        if ups == 2:
+            came_back.set()
+
+    def ignore(message: ChannelMessage) -> None:
+        pass
+
+    bus = RedisBus(bus_config(redis, timeout_s=0.5))
+    await bus.start(ignore, on_up=on_up)
+    try:
+        ids = [f"s{i}" for i in range(4)]
+        await asyncio.gather(*(bus.load(i) for i in ids))  # four connections in the pool
+        redis.kill()
+        redis.start()  # same port
+        async with asyncio.timeout(30):
+            await came_back.wait()
+        loaded = await asyncio.gather(*(bus.load(i) for i in ids), return_exceptions=True)
+        is_up = bus.is_up
+    finally:
+        await bus.stop()
+    assert loaded == [None, None, None, None]
+    assert is_up
