@@ -25,6 +25,15 @@ is named, every process is killed at the end, and the exit status is 1.
 
 Run: ``python -m loadtests.bench_sessions [--repeat 3]`` (about a minute a run).
 ``--listen-backlog 100 --handshake-timeout 10s`` reproduces websockets' defaults.
+
+Fan-out over worker processes: ``--workers 1,2`` runs ``weaver serve`` (a real process
+tree, as deployed) once per entry, in the same run: ``1`` is one process on the memory
+bus, ``1r`` one process on the Redis bus, ``2`` (any N > 1) a supervisor and N workers
+sharing the session port (``SO_REUSEPORT``) and a ``redis-server`` started for the run.
+For each it prints how the sessions spread over the workers (established sockets per
+worker pid), then a table of p50/p99/fan-out per size with the ratio to the first entry
+and the load average. Everything started (redis-server, weaver's process group, the
+client processes) is stopped at the end, whatever happened.
 """
 
 from __future__ import annotations
@@ -33,9 +42,17 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import queue
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -218,7 +235,7 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 async def sessions_round(
-    weaver_pid: int,
+    weaver_pids: list[int],
     weaver_port: int,
     session_port: int,
     total: int,
@@ -231,13 +248,16 @@ async def sessions_round(
     now = time.time()
     tokens = [auth.issue(SECRET, auth.new_session_id(), now) for _ in range(total)]
     figures: dict[str, Any] = {"load_start": load()}
-    before = rss_bytes(weaver_pid)
+    before = sum(rss_bytes(pid) for pid in weaver_pids)
     swarm = Swarm(session_port, tokens, per_process=2500, deadline_s=deadline_s)
     try:
         connected = await swarm.connect(f"{total} connect", total, is_resume=False)
         figures["connect_s"] = connected["elapsed_s"]
         await asyncio.sleep(1.0)
-        figures["per_session_kb"] = (rss_bytes(weaver_pid) - before) / total / 1024
+        figures["per_session_kb"] = (
+            (sum(rss_bytes(pid) for pid in weaver_pids) - before) / total / 1024
+        )
+        figures["spread"] = sessions_per_pid(weaver_pids, session_port)
         url = f"http://127.0.0.1:{weaver_port}/_weaver/publish"
         async with aiohttp.ClientSession() as http:
             subscribed = total
@@ -252,20 +272,34 @@ async def sessions_round(
         user: list[float] = []
         fanout_kernel: list[float] = []
         fanout_user: list[float] = []
-        for received in await swarm.ask(f"{total} collect", "collect"):
-            for kernel_t, user_t, raw in received:
-                data = orjson.loads(raw)
-                if data.get("fanout"):
-                    fanout_kernel.append(kernel_t - data["t"])
-                    fanout_user.append(user_t - data["t"])
-                else:
-                    kernel.append(kernel_t - data["t"])
-                    user.append(user_t - data["t"])
         expected = total * publishes
+        collect_until = time.monotonic() + deadline_s  # a slow bus is slow, not lost
+        while True:
+            errors: dict[str, int] = {}
+            for received, failed in await swarm.ask(f"{total} collect", "collect"):
+                for why, n in failed.items():
+                    errors[why] = errors.get(why, 0) + n
+                for kernel_t, user_t, raw in received:
+                    data = orjson.loads(raw)
+                    if data.get("fanout"):
+                        fanout_kernel.append(kernel_t - data["t"])
+                        fanout_user.append(user_t - data["t"])
+                    else:
+                        kernel.append(kernel_t - data["t"])
+                        user.append(user_t - data["t"])
+            if len(kernel) >= expected and len(fanout_kernel) >= total:
+                break
+            if time.monotonic() > collect_until:
+                raise BenchFailure(
+                    f"{total} publish: {len(kernel)} of {expected} messages and "
+                    f"{len(fanout_kernel)} of {total} fan-out messages arrived within "
+                    f"{deadline_s:.0f} s; sockets failed: {errors or 'none'}"
+                )
+            await asyncio.sleep(0.5)
         if len(kernel) != expected or len(fanout_kernel) != total:
             raise BenchFailure(
                 f"{total} publish: {len(kernel)} of {expected} messages and "
-                f"{len(fanout_kernel)} of {total} fan-out messages arrived"
+                f"{len(fanout_kernel)} of {total} fan-out messages arrived (duplicates)"
             )
         figures["p50_ms"] = percentile(kernel, 0.5) * 1000
         figures["p99_ms"] = percentile(kernel, 0.99) * 1000
@@ -280,6 +314,295 @@ async def sessions_round(
     finally:
         swarm.kill()
     return figures
+
+
+def sessions_per_pid(pids: list[int], port: int) -> dict[int, int]:
+    """Established TCP sockets on local ``port`` held by each pid (/proc: no psutil)."""
+    inodes: dict[int, set[str]] = {}
+    for pid in pids:
+        found = inodes[pid] = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue  # closed meanwhile
+            if target.startswith("socket:["):
+                found.add(target[8:-1])
+    established: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "01" and int(local.rpartition(":")[2], 16) == port:
+                established.add(inode)
+    return {pid: len(found & established) for pid in pids}
+
+
+def spread_text(spread: dict[int, int]) -> str:
+    counts = list(spread.values())
+    if len(counts) < 2:
+        return f"{counts[0] if counts else 0} sessions on 1 process"
+    share = max(counts) / max(1, sum(counts))
+    return (
+        "sessions per worker "
+        + " / ".join(str(n) for n in counts)
+        + f" (the busiest holds {share:.0%})"
+    )
+
+
+def round_text(total: int, f: dict[str, Any]) -> str:
+    return (
+        f"{total:6d} sessions: connected at once in "
+        f"{f['connect_s']:.1f} s; {spread_text(f['spread'])}; RSS "
+        f"{f['per_session_kb']:.1f} KB per idle session (target <= 30); publish->arrival "
+        f"p50 {f['p50_ms']:.2f} ms p99 {f['p99_ms']:.2f} ms (read by the client: p99 "
+        f"{f['p99_user_ms']:.2f} ms); fan-out to all in {f['fanout_ms']:.1f} ms "
+        f"(read: {f['fanout_user_ms']:.1f} ms) [{f['load_fanout']}]; "
+        f"reconnect storm: all {f['storm_resumed']} resumed in "
+        f"{f['storm_s']:.1f} s [{f['load_storm']}]; "
+        f"{f['subscribed']} of {total} subscribed (on the node that took the POST)"
+    )
+
+
+class RedisProcess:
+    """A throwaway ``redis-server`` (no persistence) on a free port, for the Redis bus."""
+
+    def __init__(self, directory: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise BenchFailure("--workers N > 1 (or 1r) needs redis-server (apt-get install)")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                directory,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BenchFailure(f"redis-server did not answer on port {self.port} within 15 s")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@dataclass
+class Served:
+    """``weaver serve`` in its own process group: its pids (the serving ones) and ports."""
+
+    proc: subprocess.Popen[str]
+    http_port: int
+    session_port: int
+    pids: list[int] = field(default_factory=list)
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+
+    def stop(self) -> None:
+        """SIGTERM (every worker drains); past 30 s SIGKILL to the whole group."""
+        if os.environ.get("BENCH_LOG"):  # BENCH_LOG=INFO: weaver's log, when it failed
+            while not self.lines.empty():
+                print("weaver:", self.lines.get())
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                print("weaver serve did not stop in 30 s: killed", flush=True)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # workers a crash left behind
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+
+def serve_weaver(
+    workers: int, bus_url: str, origin_port: int, cache_dir: str, listen: dict[str, Any]
+) -> Served:
+    """Start ``weaver serve`` with ``workers`` workers; returns once it serves (or raises
+    BenchFailure with what it printed)."""
+    http_port, session_port = free_port(), free_port()
+    extra = "".join(f"{key} = {orjson.dumps(value).decode()}\n" for key, value in listen.items())
+    config = Path(cache_dir) / f"weaver-{workers}.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{http_port}"\nworkers = {workers}\n'
+        'access_log = "off"\n'
+        f'[session]\nlisten = "127.0.0.1:{session_port}"\nsecret = "{SECRET}"\n'
+        f'publish_token = "{TOKEN}"\n{extra}'
+        f'[bus]\nurl = "{bus_url}"\n'
+        f'[cache]\ndir = "{Path(cache_dir) / "cache"}"\n'
+        f'[[origin]]\nname = "o"\nurl = "http://127.0.0.1:{origin_port}"\n'
+        '[[route]]\npath = "/"\norigin = "o"\n'
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "weaver.proxy.cli",
+            "--log-level",
+            os.environ.get("BENCH_LOG", "WARNING"),
+            "serve",
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # one process group: stop() ends the workers too
+        preexec_fn=raise_open_files_limit,
+    )
+    served = Served(proc, http_port, session_port)
+
+    def drain() -> None:  # the pipe must never fill: the workers would block on it
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            served.lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=drain, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            line = served.lines.get(timeout=0.5)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if " pid " in line and line.endswith(" ready"):
+            served.pids.append(int(line.split(" pid ")[1].split()[0]))
+        elif "serving on " in line:
+            if not served.pids:
+                served.pids.append(proc.pid)  # one process: it serves itself
+            return served
+    served.stop()
+    raise BenchFailure("weaver serve did not start:\n" + "\n".join(seen[-20:]))
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One entry of ``--workers``: N processes, on the memory or the Redis bus."""
+
+    workers: int
+    is_redis: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Setup:
+        workers = int(text.rstrip("r"))
+        return cls(workers, workers > 1 or text.endswith("r"))
+
+    @property
+    def label(self) -> str:
+        return f"workers={self.workers} {'redis' if self.is_redis else 'memory'} bus"
+
+
+async def run_setups(
+    setups: list[Setup],
+    sizes: list[int],
+    publishes: int,
+    repeat: int,
+    deadline_s: float,
+    listen: dict[str, Any],
+) -> int:
+    """Each setup in turn on a fresh ``weaver serve``; then the table with the ratios."""
+    failures = 0
+    results: dict[tuple[Setup, int], list[dict[str, Any]]] = {}
+    origin_port = free_port()
+    origin = start_process(origin_app, origin_port)
+    try:
+        for attempt in range(1, repeat + 1):
+            for setup in setups:
+                with tempfile.TemporaryDirectory() as tmp:
+                    redis = RedisProcess(tmp) if setup.is_redis else None
+                    served: Served | None = None
+                    try:
+                        served = serve_weaver(
+                            setup.workers,
+                            redis.url if redis else "memory://",
+                            origin_port,
+                            tmp,
+                            listen,
+                        )
+                        for total in sizes:
+                            f = await sessions_round(
+                                served.pids,
+                                served.http_port,
+                                served.session_port,
+                                total,
+                                publishes,
+                                deadline_s,
+                            )
+                            results.setdefault((setup, total), []).append(f)
+                            print(f"[run {attempt}] {setup.label}: {round_text(total, f)}")
+                    except BenchFailure as exc:
+                        failures += 1
+                        print(f"[run {attempt}] {setup.label} FAILED: {exc}; {load()}")
+                    finally:
+                        if served is not None:
+                            served.stop()
+                        if redis is not None:
+                            redis.stop()
+    finally:
+        origin.kill()
+        origin.join(timeout=10)
+    print_table(setups, sizes, results)
+    return failures
+
+
+def print_table(
+    setups: list[Setup], sizes: list[int], results: dict[tuple[Setup, int], list[dict[str, Any]]]
+) -> None:
+    """Median over the runs of each figure; ratios to the first setup (lower is better)."""
+    print(f"\nfan-out, clients in separate processes, cores={os.cpu_count()} (medians of runs)")
+    print(
+        f"{'setup':28s} {'sessions':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'fan-out ms':>10s}"
+        f" {'p99/base':>8s} {'fan/base':>8s}  load (1 5 15) at the fan-out"
+    )
+    for total in sizes:
+        base: dict[str, float] | None = None
+        for setup in setups:
+            runs = results.get((setup, total))
+            if not runs:
+                print(f"{setup.label:28s} {total:8d}  (failed)")
+                continue
+            med = {
+                key: statistics.median(r[key] for r in runs)
+                for key in ("p50_ms", "p99_ms", "fanout_ms")
+            }
+            base = base or med
+            print(
+                f"{setup.label:28s} {total:8d} {med['p50_ms']:8.2f} {med['p99_ms']:8.2f} "
+                f"{med['fanout_ms']:10.1f} {med['p99_ms'] / base['p99_ms']:8.2f} "
+                f"{med['fanout_ms'] / base['fanout_ms']:8.2f}  {runs[-1]['load_fanout']}"
+            )
 
 
 async def disconnect_round(weaver_port: int, origin_port: int, rounds: int) -> list[float]:
@@ -328,24 +651,13 @@ async def run(
                 for total in sizes:
                     try:
                         f = await sessions_round(
-                            weaver.pid, weaver_port, session_port, total, publishes, deadline_s
+                            [weaver.pid], weaver_port, session_port, total, publishes, deadline_s
                         )
                     except BenchFailure as exc:
                         failures += 1
                         print(f"[run {attempt}] FAILED: {exc}; {load()}", flush=True)
                         break
-                    print(
-                        f"[run {attempt}] {total:6d} sessions: connected at once in "
-                        f"{f['connect_s']:.1f} s; RSS {f['per_session_kb']:.1f} KB per idle "
-                        f"session (target <= 30); publish->arrival p50 {f['p50_ms']:.2f} ms "
-                        f"p99 {f['p99_ms']:.2f} ms (read by the client: p99 "
-                        f"{f['p99_user_ms']:.2f} ms); fan-out to all in {f['fanout_ms']:.1f} ms "
-                        f"(read: {f['fanout_user_ms']:.1f} ms) [{f['load_fanout']}]; "
-                        f"reconnect storm: all {f['storm_resumed']} resumed in "
-                        f"{f['storm_s']:.1f} s [{f['load_storm']}]; "
-                        f"{f['subscribed']} of {total} subscribed",
-                        flush=True,
-                    )
+                    print(f"[run {attempt}] {round_text(total, f)}", flush=True)
             finally:
                 weaver.kill()
                 origin.kill()
@@ -368,6 +680,11 @@ def main() -> None:
     parser.add_argument(
         "--handshake-timeout", help='session.handshake_timeout, e.g. "10s" (websockets\' default)'
     )
+    parser.add_argument(
+        "--workers",
+        help="e.g. 1,2: `weaver serve` with 1 process (memory bus) then 2 workers (Redis "
+        "bus), in one run; 1r is 1 process on the Redis bus (see the module docstring)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     listen: dict[str, Any] = {}
@@ -375,7 +692,13 @@ def main() -> None:
         listen["listen_backlog"] = args.listen_backlog
     if args.handshake_timeout is not None:
         listen["handshake_timeout"] = args.handshake_timeout
-    failures = asyncio.run(run(sizes, args.publishes, args.repeat, args.phase_deadline, listen))
+    if args.workers:
+        setups = [Setup.parse(text) for text in args.workers.split(",")]
+        failures = asyncio.run(
+            run_setups(setups, sizes, args.publishes, args.repeat, args.phase_deadline, listen)
+        )
+    else:
+        failures = asyncio.run(run(sizes, args.publishes, args.repeat, args.phase_deadline, listen))
     raise SystemExit(1 if failures else 0)
 
 

@@ -11,8 +11,9 @@ user-space time is kept too).
 The parent drives it through a pipe: ``("connect", last_seqs | None)`` opens every socket
 at once (no pacing: a storm) and answers ``("ready", report)``; ``("drop",)`` closes them
 all abruptly (RST, as a node restart does); ``("collect",)`` answers the messages
-received; ``("exit",)``. Every phase has a deadline; a phase past it answers with what
-failed rather than hanging.
+received since the last collect and the errors of the sockets that failed so far;
+``("exit",)``. Every phase has a deadline; a phase past it answers with what failed
+rather than hanging.
 """
 
 from __future__ import annotations
@@ -256,7 +257,11 @@ def run(
                     close(client)  # RST: the server sees a lost network, not a leave
             commands.send(("dropped", len(clients)))
         elif command[0] == "collect":
-            commands.send(("received", received[:]))
+            errors: dict[str, int] = {}
+            for client in clients:
+                if client.error is not None:
+                    errors[client.error] = errors.get(client.error, 0) + 1
+            commands.send(("received", (received[:], errors)))
             received.clear()
         elif command[0] == "exit":
             for client in clients:

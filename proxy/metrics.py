@@ -68,16 +68,23 @@ BUS_CONNECTED = Gauge(
 )
 
 
+# Looked up once: a fan-out counts one message out per recipient, and labels() costs
+# ~1.6 µs a call (a lock and a key built) against ~0.3 µs for inc() on the child.
+_MESSAGES_IN = SESSION_MESSAGES.labels("in")
+_MESSAGES_OUT = SESSION_MESSAGES.labels("out")
+
+
 def _on_session_event(event: SessionEvent) -> None:
+    if event is SessionEvent.MESSAGE_OUT:  # per recipient of a fan-out: first, cheapest
+        _MESSAGES_OUT.inc()
+        return
     match event:
         case SessionEvent.SOCKET_OPENED:
             SESSIONS_OPEN.inc()
         case SessionEvent.SOCKET_CLOSED:
             SESSIONS_OPEN.dec()
         case SessionEvent.MESSAGE_IN:
-            SESSION_MESSAGES.labels("in").inc()
-        case SessionEvent.MESSAGE_OUT:
-            SESSION_MESSAGES.labels("out").inc()
+            _MESSAGES_IN.inc()
         case SessionEvent.OUTBOX_OVERFLOW:
             OUTBOX_OVERFLOWS.inc()
         case SessionEvent.CLOSE_1013:

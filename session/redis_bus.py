@@ -11,9 +11,11 @@ jitter; when Redis answers again, the sessions this node kept are written back
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -57,6 +59,8 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 BATCH_MAX = 256  # ops per round trip
 
+_Write = tuple[str, Sequence[Op], "asyncio.Future[None]"]  # session id, its ops, done
+
 
 class RedisBus:
     """The bus and shared log over one Redis (``bus.url``: redis://, rediss://, with a
@@ -85,6 +89,8 @@ class RedisBus:
         self._reader: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self._up = asyncio.Event()  # set while up, after the sessions were written back
+        self._writes: deque[_Write] = deque()  # sessions' writes, for the flusher
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def is_up(self) -> bool:
@@ -288,10 +294,57 @@ class RedisBus:
         return args
 
     async def write(self, session_id: str, ops: Sequence[Op]) -> None:
-        keys = [session_key(session_id), log_key(session_id)]
+        """Apply ``ops`` in order. Writes of many sessions at once (a channel message's
+        fan-out: one write per subscribed session) share round trips: they queue for one
+        flusher that sends up to ``BATCH_MAX`` ops per pipeline on one connection. One
+        connection per session's write exhausted redis-py's pool (100 connections) at a
+        fan-out to 1,000 sessions: MaxConnectionsError marked the bus down mid-fan-out."""
+        if not self._is_up:
+            raise BusUnavailable("the bus is down")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writes.append((session_id, ops, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_writes())
+            self._tasks.add(self._flusher)
+            self._flusher.add_done_callback(self._tasks.discard)
+        await done
 
-        async def run() -> None:
-            pipe = self._redis.pipeline(transaction=False)
+    async def _flush_writes(self) -> None:
+        """Send the queued writes, a pipeline of at most ``BATCH_MAX`` ops per round trip
+        (a session's ops never split), in queue order: each session's order holds."""
+        try:
+            while self._writes:
+                batch: list[_Write] = []
+                size = 0
+                while self._writes and (not batch or size + len(self._writes[0][1]) <= BATCH_MAX):
+                    entry = self._writes.popleft()
+                    size += len(entry[1])
+                    if not entry[2].done():  # its writer was cancelled meanwhile
+                        batch.append(entry)
+                if not batch:
+                    continue
+                try:
+                    errors = await self._call(functools.partial(self._pipeline, batch))
+                except BusUnavailable as exc:
+                    errors = [exc] * len(batch)
+                for (_, _, done), error in zip(batch, errors, strict=True):
+                    if done.done():
+                        continue
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(error)
+        finally:  # cancelled (the bus stops): no writer waits for ever
+            while self._writes:
+                _, _, done = self._writes.popleft()
+                if not done.done():
+                    done.set_exception(BusUnavailable("the bus stopped"))
+
+    async def _pipeline(self, batch: Sequence[_Write]) -> list[BusUnavailable | None]:
+        """One round trip for ``batch``; per write, None or why it failed."""
+        pipe = self._redis.pipeline(transaction=False)
+        for session_id, ops, _ in batch:
+            keys = [session_key(session_id), log_key(session_id)]
             for op in ops:
                 if isinstance(op, Emit):
                     args = self._emit_args(session_id, op, must_exist=False)
@@ -304,9 +357,19 @@ class RedisBus:
                     for name, value in op.fields:
                         meta_args += (name, value)
                     self._evalsha(pipe, "meta", keys[:1], meta_args)
-            await pipe.execute()
-
-        await self._call(run)
+        results = iter(await pipe.execute(raise_on_error=False))
+        errors: list[BusUnavailable | None] = []
+        for _, ops, _ in batch:
+            failed = [r for r in (next(results) for _ in ops) if isinstance(r, Exception)]
+            for error in failed:
+                if isinstance(error, NoScriptError):
+                    raise error  # Redis restarted: _call loads the scripts, sends again
+            if failed:
+                log.error("bus: Redis refused a write: %s", failed[0])
+                errors.append(BusUnavailable(f"Redis refused: {type(failed[0]).__name__}"))
+            else:
+                errors.append(None)
+        return errors
 
     async def emit_if_exists(self, session_id: str, emit: Emit) -> bool:
         keys = [session_key(session_id), log_key(session_id)]

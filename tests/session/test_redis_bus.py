@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from tests.redis_server import RedisServer
@@ -44,6 +46,29 @@ async def test_a_channel_message_published_on_one_node_reaches_a_session_on_anot
             await a.hub.publish_channel("deals", {"sale": 1})
             message = await receive(ws)
     assert message == {"type": "message", "seq": 1, "channel": "deals", "data": {"sale": 1}}
+
+
+async def test_a_message_to_more_sessions_than_a_redis_pool_holds_reaches_each_through_redis(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each subscribed session writes the message to its shared log: 150 writes at once
+    # took 150 connections of redis-py's pool of 100 (MaxConnectionsError: the bus was
+    # marked down mid-fan-out, sessions delivered locally, then were cut off with 1013).
+    count = 150
+    async with nodes(redis) as (a, b), AsyncExitStack() as sockets:
+        clients = []
+        for _ in range(count):
+            session_id, cookie = b.page()
+            b.hub.subscribe(session_id, "deals")
+            ws = await sockets.enter_async_context(client(b, cookie))
+            assert (await receive(ws))["type"] == "hello"
+            clients.append(ws)
+        with caplog.at_level(logging.WARNING, logger="weaver.session"):
+            await a.hub.publish_channel("deals", {"sale": 1})
+            messages = [await receive(ws) for ws in clients]
+    expected = {"type": "message", "seq": 1, "channel": "deals", "data": {"sale": 1}}
+    assert messages == [expected] * count
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_a_session_resumes_on_another_node_from_its_last_seq(redis: RedisServer) -> None:
