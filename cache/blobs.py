@@ -37,8 +37,9 @@ Hashing 2 MiB costs ~2.6 ms here, which every first read after a fill or a chang
 
 Hits of small verified blobs read on the loop (:meth:`BlobFiles.read_nowait`) from
 files kept open (``MAX_OPEN_FILES``): ``bench_hit``, 20 KiB disk-tier hit, server CPU per
-request 49 → 38 µs (memory tier 29-33 µs; load 3-6): the open and close per hit were a
-fifth of it. The open descriptor is checked by ``fstat`` on every read, as above.
+request 49-52 → 38-45 µs (memory tier 28-40 µs; load 3-8, 2 cores): the open and close
+per hit were about a fifth of it; fstat, the read and two copies of the body remain.
+The open descriptor is checked by ``fstat`` on every read, as above.
 
 Everything here blocks except :meth:`BlobWriter.write` (threads) and the calls named
 "fast"; the store calls the rest through ``asyncio.to_thread``.
