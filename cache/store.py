@@ -119,6 +119,7 @@ class Store:
         )
 
     async def close(self) -> None:
+        self._blobs.close_files()
         if self._cache is not None:
             await asyncio.to_thread(self._cache.close)
             self._cache = None

@@ -20,7 +20,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from loadtests.common import free_port, rps, start_edge_process, start_process
+from loadtests.common import (
+    Measured,
+    free_port,
+    load_average,
+    measure,
+    start_edge_process,
+    start_process,
+)
 from weaver.config.load import build_config
 from weaver.config.schema import Config
 
@@ -123,20 +130,34 @@ def main() -> None:
             procs.append(start_process(ceiling_app, ceiling_port, bodies))
             tool = "wrk" if shutil.which("wrk") else "python clients"
             print(f"load: {tool}, {args.concurrency} connections, {args.duration}s each")
+            print(
+                "each: req/s and the server's CPU per request (sturdier on a shared machine);"
+                " ratios of req/s, CPU ratios as baseline CPU / this CPU (higher is better)"
+            )
+            pids = {
+                "ceiling": procs[-1].pid,
+                "memory": procs[1].pid,
+                "disk": procs[2].pid,
+            }
             results: dict[str, float] = {}
             for path in ("/p20", "/p200", "/asm"):
-                ceiling = rps(
-                    f"http://127.0.0.1:{ceiling_port}{path}", args.duration, args.concurrency
-                )
-                memory = rps(
-                    f"http://127.0.0.1:{memory_port}{path}", args.duration, args.concurrency
-                )
-                disk = rps(f"http://127.0.0.1:{disk_port}{path}", args.duration, args.concurrency)
-                results[path] = memory
+                runs = {
+                    name: measure(
+                        f"http://127.0.0.1:{port}{path}", args.duration, args.concurrency, pid
+                    )
+                    for name, port, pid in (
+                        ("ceiling", ceiling_port, pids["ceiling"]),
+                        ("memory", memory_port, pids["memory"]),
+                        ("disk", disk_port, pids["disk"]),
+                    )
+                }
+                ceiling, memory, disk = runs["ceiling"], runs["memory"], runs["disk"]
+                results[path] = memory.rps
                 print(
-                    f"{path:6} {len(bodies[path]):7d} B  ceiling {ceiling:8.0f} req/s  "
-                    f"memory {memory:8.0f} ({memory / ceiling:.2f}x)  "
-                    f"disk {disk:8.0f} ({disk / ceiling:.2f}x)"
+                    f"{path:6} {len(bodies[path]):7d} B  ceiling {ceiling}\n"
+                    f"{'':16}memory  {memory}  {_ratios(memory, ceiling)} of ceiling\n"
+                    f"{'':16}disk    {disk}  {_ratios(disk, ceiling)} of ceiling,"
+                    f" {_ratios(disk, memory)} of memory (target >= 0.6x)  [{load_average()}]"
                 )
             with tempfile.NamedTemporaryFile(suffix=".html") as big:
                 big.write(BODIES["/p8m"])
@@ -145,12 +166,16 @@ def main() -> None:
                 procs.append(start_process(file_app, file_port, big.name))
                 fetch(f"http://127.0.0.1:{file_port}/p8m")
                 c = max(1, args.concurrency // 8)
-                files = rps(f"http://127.0.0.1:{file_port}/p8m", args.duration, c)
-                disk = rps(f"http://127.0.0.1:{disk_port}/p8m", args.duration, c)
+                files = measure(
+                    f"http://127.0.0.1:{file_port}/p8m", args.duration, c, procs[-1].pid
+                )
+                big_disk = measure(
+                    f"http://127.0.0.1:{disk_port}/p8m", args.duration, c, pids["disk"]
+                )
                 print(
-                    f"/p8m   {len(BODIES['/p8m']):7d} B  FileResponse {files:7.0f} req/s  "
-                    f"weaver disk hit {disk:7.0f} ({disk / files:.2f}x, target >= 0.67x), "
-                    f"{c} connections"
+                    f"/p8m   {len(BODIES['/p8m']):7d} B  FileResponse {files}\n"
+                    f"{'':16}weaver disk hit {big_disk}  {_ratios(big_disk, files)}"
+                    f" (target >= 0.67x), {c} connections  [{load_average()}]"
                 )
             print(
                 "assembled hit vs plain 20 KB hit: "
@@ -161,6 +186,11 @@ def main() -> None:
         finally:
             for proc in procs:
                 proc.kill()
+
+
+def _ratios(run: Measured, baseline: Measured) -> str:
+    """``run`` against ``baseline``: req/s ratio, and CPU per request as baseline / run."""
+    return f"{run.rps / baseline.rps:.2f}x req/s, {baseline.cpu_us / run.cpu_us:.2f}x CPU"
 
 
 if __name__ == "__main__":

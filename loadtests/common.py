@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import re
 import shutil
 import socket
@@ -11,6 +12,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -164,6 +166,46 @@ def free_port_pair() -> int:
                 continue
         return port
     raise RuntimeError("no two consecutive free ports")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User plus system CPU seconds the process ``pid`` has used (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One load run against one server: its req/s and its CPU per request."""
+
+    rps: float
+    cpu_us: float  # the server process's CPU (user + system) per request, in µs
+
+    def __str__(self) -> str:
+        return f"{self.rps:8.0f} req/s {self.cpu_us:5.0f} µs CPU/req"
+
+
+def measure(url: str, duration_s: float, concurrency: int, pid: int | None) -> Measured:
+    """:func:`rps` on ``url`` and the CPU the server process ``pid`` spent per request.
+
+    CPU per request is the sturdier figure on a shared machine: req/s falls when another
+    process takes the core, CPU per request much less."""
+    before = cpu_seconds(pid)
+    started = time.perf_counter()
+    rate = rps(url, duration_s, concurrency)
+    elapsed = time.perf_counter() - started
+    # wrk's rate is over its own duration; the CPU is over ours (a little longer: wrk's
+    # start and end), so this slightly overstates the CPU per request, alike for all.
+    spent = cpu_seconds(pid) - before
+    return Measured(rate, spent / max(1.0, rate * min(elapsed, duration_s)) * 1e6)
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def rps(

@@ -158,3 +158,91 @@ def test_a_file_changed_while_read_is_still_the_same_only_if_it_hashes_right(
         assert not blobs.still_same(entry, handle, seen)
     blobs.drop_sync(entry.blob)
     assert blobs.open(entry.blob) is None
+
+
+def _trusted(db: diskcache.Cache, bodies: list[bytes]) -> tuple[BlobFiles, list[Manifest]]:
+    """A BlobFiles holding ``bodies``, each verified and trusted (its ctime old enough)."""
+    now = [0]
+    blobs = BlobFiles(lambda: db, lambda: now[0])
+    entries = [manifest(body, key=f"GET h/{index}") for index, body in enumerate(bodies)]
+    for entry, body in zip(entries, bodies, strict=True):
+        blobs.put_sync(entry, body, None)
+        handle, seen = blobs.open_verified(entry)
+        handle.close()
+        assert seen is not None
+        now[0] = seen.ctime_ns + RACY_NS + 1
+        blobs.open_verified(entry)[0].close()
+    return blobs, entries
+
+
+def _open_fds() -> set[str]:
+    """What this process has open (the listing's own descriptor is gone when read)."""
+    names = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:
+            continue
+    return names
+
+
+def _path_of(blobs: BlobFiles, entry: Manifest) -> str:
+    handle = blobs.open(entry.blob)
+    assert handle is not None
+    with handle:
+        return str(handle.name)
+
+
+def test_a_hot_blob_file_is_read_from_its_open_file_until_it_is_deleted(
+    db: diskcache.Cache,
+) -> None:
+    body = os.urandom(3000)
+    blobs, (entry,) = _trusted(db, [body])
+    if not blobs.can_read_nowait:
+        pytest.skip("this file system has no RWF_NOWAIT reads")
+    path = _path_of(blobs, entry)
+    assert blobs.read_nowait(entry) == body
+    assert blobs.read_nowait(entry) == body
+    assert path in _open_fds()  # kept open between hits
+    os.remove(path)  # deleted behind the store's back (another worker evicted it)
+    assert blobs.read_nowait(entry) is None
+    assert path + " (deleted)" not in _open_fds()  # and closed: its space is freed
+
+
+def test_a_hot_blob_file_rewritten_or_replaced_in_place_is_never_read_again(
+    db: diskcache.Cache,
+) -> None:
+    first, second = os.urandom(3000), os.urandom(3000)
+    blobs, entries = _trusted(db, [first, second])
+    if not blobs.can_read_nowait:
+        pytest.skip("this file system has no RWF_NOWAIT reads")
+    paths = [_path_of(blobs, entry) for entry in entries]
+    assert [blobs.read_nowait(entry) for entry in entries] == [first, second]
+    with open(paths[0], "r+b") as handle:  # same size, other bytes, mtime put back
+        handle.write(b"\0" * 10)
+    stat = os.stat(paths[1])
+    os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    replacement = paths[1] + ".new"
+    Path(replacement).write_bytes(os.urandom(3000))
+    os.replace(replacement, paths[1])  # another file under the same name
+    assert [blobs.read_nowait(entry) for entry in entries] == [None, None]
+    with pytest.raises(DamagedBlob):
+        blobs.read_small(entries[0])  # the thread path hashes it and refuses it
+
+
+def test_at_most_max_open_files_stay_open_and_every_blob_still_reads(
+    db: diskcache.Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blob_module, "MAX_OPEN_FILES", 2)
+    bodies = [os.urandom(2000) for _ in range(4)]
+    blobs, entries = _trusted(db, bodies)
+    if not blobs.can_read_nowait:
+        pytest.skip("this file system has no RWF_NOWAIT reads")
+    paths = {_path_of(blobs, entry) for entry in entries}
+    for _ in range(2):
+        assert [blobs.read_nowait(entry) for entry in entries] == bodies
+        assert len(paths & _open_fds()) == 2
+    blobs.distrust(entries[3].blob)  # the last read: open until distrusted
+    assert len(paths & _open_fds()) == 1
+    blobs.close_files()
+    assert not paths & _open_fds()

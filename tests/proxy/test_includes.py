@@ -118,6 +118,17 @@ def test_other_sources_are_refused(src: str) -> None:
     assert got.url == ""
 
 
+def test_a_reloaded_config_decides_again_for_a_source_already_resolved() -> None:
+    tag = b'<esi:include src="http://cdn.example:8443/x"/>'
+    assert plan(tag).refused is None
+    reloaded = build_config(
+        {"origin": [{"name": "shop", "url": SHOP}], "route": [{"path": "/", "origin": "shop"}]},
+        "<test>",
+    )
+    assert plan(tag, reloaded).refused is not None  # allow_hosts is gone: refused now
+    assert plan(tag).refused is None
+
+
 def test_a_refused_alt_is_dropped_and_the_include_kept() -> None:
     got = plan(b'<esi:include src="/a" alt="http://127.0.0.1:22/"/>')
     assert (got.url, got.alt_url, got.refused) == (SHOP + "/a", None, None)
