@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
 from weaver.cache.blobs import CHUNK_BYTES
@@ -14,7 +15,7 @@ class Bodies(Protocol):
 
     def stream(
         self, manifest: Manifest, chunk_bytes: int, start: int, end: int
-    ) -> AsyncIterator[bytes]: ...
+    ) -> AsyncGenerator[bytes, None]: ...
 
     async def make_variant(
         self,
@@ -41,7 +42,7 @@ class Entry:
 
     async def body(
         self, chunk_bytes: int = CHUNK_BYTES, *, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The body (or ``[start:end]``) in chunks; small bodies were verified already.
 
         Raises:
@@ -57,8 +58,10 @@ class Entry:
             for offset in range(start, end, chunk_bytes):
                 yield self._body[offset : min(end, offset + chunk_bytes)]
             return
-        async for chunk in self._store.stream(self.manifest, chunk_bytes, start, end):
-            yield chunk
+        stream = self._store.stream(self.manifest, chunk_bytes, start, end)
+        async with contextlib.aclosing(stream):  # its file closes when this body does
+            async for chunk in stream:
+                yield chunk
 
 
 async def variant_of_entry(entry: Entry, encoding: str, make: Callable[[bytes], bytes]) -> bytes:

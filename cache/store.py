@@ -29,13 +29,14 @@ Blocking calls run in ``asyncio.to_thread``; those on the loop are named "fast".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -53,6 +54,7 @@ from weaver.cache.housekeeping import check_entries, sweep_temporary
 from weaver.cache.index import Index
 from weaver.cache.manifest import Manifest
 from weaver.cache.memory import MemoryTier
+from weaver.cache.streaming import open_owned, stream_blob
 from weaver.cache.variants import VARIANT_MAX_BYTES as VARIANT_MAX_BYTES
 from weaver.cache.variants import Variants
 
@@ -221,10 +223,10 @@ class Store:
 
     async def stream(
         self, manifest: Manifest, chunk_bytes: int, start: int, end: int
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The blob of ``manifest`` from ``start`` to ``end``, proven (see Entry.body)."""
         try:
-            handle, seen = await asyncio.to_thread(self._blobs.open_verified, manifest)
+            opened = await open_owned(self._blobs, manifest)
         except DamagedBlob as exc:
             await self._drop(manifest, exc)
             raise
@@ -232,31 +234,14 @@ class Store:
             self._index.forget(manifest.key)
             await asyncio.to_thread(self._index.delete_sync, manifest.key)
             raise
-        try:
-            if start:
-                await asyncio.to_thread(handle.seek, start)
-            position = start
-            held: bytes | None = None  # the last chunk waits for the final check
-            while position < end:
-                chunk = await asyncio.to_thread(handle.read, min(chunk_bytes, end - position))
-                if not chunk:
-                    break
-                position += len(chunk)
-                if held is not None:
-                    yield held
-                held = chunk
-            is_whole = position == end and (
-                seen is None
-                or await asyncio.to_thread(self._blobs.still_same, manifest, handle, seen)
-            )
-            if not is_whole:
-                damaged = DamagedBlob(manifest.blob, "other bytes (it changed while it was read)")
-                await self._drop(manifest, damaged)
-                raise damaged
-            if held is not None:
-                yield held
-        finally:
-            await asyncio.to_thread(handle.close)
+
+        async def on_damaged(damaged: DamagedBlob) -> None:
+            await self._drop(manifest, damaged)
+
+        body = stream_blob(self._blobs, manifest, opened, chunk_bytes, start, end, on_damaged)
+        async with contextlib.aclosing(body):
+            async for chunk in body:
+                yield chunk
 
     # writes
 

@@ -12,6 +12,7 @@ either, and ``Range`` counts that variant's bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -246,18 +247,19 @@ async def _identity(
         return response
     # The first chunk is read before the head goes: a blob found damaged (or gone) then
     # raises while the caller can still answer from the origin instead.
-    chunks = aiter(entry.body(STREAM_CHUNK_BYTES, start=start, end=end))
-    first = await anext(chunks, b"")
-    await response.prepare(request)
-    await response.write(first)
-    try:
-        async for chunk in chunks:
-            await response.write(chunk)
-    except CacheError as exc:  # changed on disk mid-stream: never end it as if whole
-        log.warning("replay of %s aborted: %s", entry.manifest.key, exc)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+    # The body's file closes when the response ends or the visitor leaves (aclosing).
+    async with contextlib.aclosing(entry.body(STREAM_CHUNK_BYTES, start=start, end=end)) as chunks:
+        first = await anext(chunks, b"")
+        await response.prepare(request)
+        await response.write(first)
+        try:
+            async for chunk in chunks:
+                await response.write(chunk)
+        except CacheError as exc:  # changed on disk mid-stream: never end it as if whole
+            log.warning("replay of %s aborted: %s", entry.manifest.key, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
     await response.write_eof()
     return response
 
@@ -328,23 +330,23 @@ async def replay_inline(
         if encoding is not None:
             headers["Content-Encoding"] = encoding.value
             compressor = new_compressor(encoding)
-    chunks = aiter(entry.body())
-    first = await anext(chunks, b"")  # a damaged blob raises while we can still go on
-    response = web.StreamResponse(status=manifest.status, headers=headers)
-    await response.prepare(request)
-    try:
-        paint = [first]
-        async for chunk in chunks:
-            paint.append(chunk)
-            if len(paint) >= 4:
-                await _write(response, compressor, b"".join(paint), is_flushed=False)
-                paint = []
-        await _write(response, compressor, b"".join(paint), is_flushed=True)
-    except CacheError as exc:  # changed on disk mid-stream: never end it as if whole
-        log.warning("replay of %s aborted: %s", manifest.key, exc)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+    async with contextlib.aclosing(entry.body()) as chunks:
+        first = await anext(chunks, b"")  # a damaged blob raises while we can still go on
+        response = web.StreamResponse(status=manifest.status, headers=headers)
+        await response.prepare(request)
+        try:
+            paint = [first]
+            async for chunk in chunks:
+                paint.append(chunk)
+                if len(paint) >= 4:
+                    await _write(response, compressor, b"".join(paint), is_flushed=False)
+                    paint = []
+            await _write(response, compressor, b"".join(paint), is_flushed=True)
+        except CacheError as exc:  # changed on disk mid-stream: never end it as if whole
+            log.warning("replay of %s aborted: %s", manifest.key, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
     async for data in tail:
         await _write(response, compressor, data, is_flushed=True)
     await response.write_eof(compressor.finish() if compressor is not None else b"")

@@ -84,7 +84,7 @@ def write_config(directory: Path, origin_url: str, redis_url: str) -> Path:
         '[session]\nlisten = "127.0.0.1:0"\n'
         f'secret = "{SECRET}"\npublish_token = "{TOKEN}"\n'
         f'[cache]\ndir = "{directory / "cache"}"\n'
-        f'[bus]\nurl = "{redis_url}"\ntimeout = "500ms"\n'
+        f'[bus]\nurl = "{redis_url}"\ntimeout = "2s"\n'
         "session_log = 2000\nchannel_history = 2000\n"
         f'[[origin]]\nname = "o"\nurl = "{origin_url}"\n'
         '[[route]]\npath = "/"\norigin = "o"\n'
