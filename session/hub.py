@@ -17,10 +17,8 @@ Queues and their overflow policies:
 - a session's channels: at most ``session.max_subscriptions``, each name at most
   ``session.max_channel_bytes``; a client over either is closed with 1008, a page's
   extra ``<weaver-subscribe>`` is ignored with a warning.
-- sessions without a consumer are held ``session_hold_s`` then dropped (their fetches
-  cancelled); past ``max_sessions`` the longest-detached session is dropped first. Both
-  take the front of a queue ordered by detach time (session/housekeeping.py): a tick
-  costs O(expired), an eviction O(1), never a scan of every session.
+- sessions without a consumer are held ``session_hold_s`` then dropped; past
+  ``max_sessions`` the longest-detached goes first (session/retention.py).
 
 With a shared bus (Redis, ``bus.shared``) the log and the metadata live there:
 session/shared.py. The hub's parts: consumers.py (attach, detach), channels.py,
@@ -49,6 +47,7 @@ from weaver.session.live import Session, emit_of
 from weaver.session.messages import Bye, ClientEvent, Message, encode, encoded, message_data
 from weaver.session.outbox import Outbox
 from weaver.session.protocol import State, channel_refusal
+from weaver.session.retention import Retention
 from weaver.session.shared import SharedWriter, restore
 from weaver.session.slot_tasks import SuspenseFetch, run_slot_streams, run_suspense
 from weaver.session.slots import SlotProducer
@@ -120,7 +119,13 @@ class SessionHub:
             clock=clock,
         )
         self._detached = self.consumers.detached
-        self._touch = self.consumers.touch
+        self.retention = Retention(
+            lambda: self.sessions,
+            self.consumers,
+            self.channels,
+            hold_s=session_hold_s,
+            clock=clock,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self.is_stopping = False
@@ -138,7 +143,8 @@ class SessionHub:
             on_up=writer.on_bus_up if writer else None,
         )
         self._server = await server.serve(self, **listen)
-        self.spawn(self._janitor())
+        ttl_s = getattr(getattr(self.bus, "config", None), "session_ttl_s", 600.0)
+        self.spawn(self.retention.run(ttl_s))
 
     @property
     def port(self) -> int:
@@ -233,7 +239,7 @@ class SessionHub:
         session = self.sessions.get(session_id)
         if session is None:
             if len(self.sessions) >= self.max_sessions:
-                self._drop_longest_detached()
+                self.retention.make_room()
             now = self.clock()
             session = Session(
                 session_id,
@@ -368,43 +374,8 @@ class SessionHub:
     def connections(self) -> int:
         return self.consumers.connections
 
-    # housekeeping
-
-    async def _janitor(self) -> None:
-        """Drop sessions held longer than ``session_hold_s`` without a consumer; push
-        back the expiry of attached sessions' shared keys. Each tick costs O(what is
-        due), not O(sessions)."""
-        interval = min(1.0, self.session_hold_s / 4)
-        while True:
-            await asyncio.sleep(interval)
-            now = self.clock()
-            ttl_s = getattr(getattr(self.bus, "config", None), "session_ttl_s", 600.0)
-            await self.consumers.touch_attached(now, ttl_s)
-            self.expire_detached(now)
+    # housekeeping (session/retention.py)
 
     def expire_detached(self, now: float) -> int:
-        """Drop the sessions detached longer than ``session_hold_s`` at ``now``: the
-        front of the detach-ordered queue only. Returns how many were dropped."""
-        expired = self._detached.expired(now, self.session_hold_s)
-        for session_id in expired:
-            self._drop(session_id)
-        return len(expired)
-
-    def _drop(self, session_id: str) -> None:
-        self._detached.discard(session_id)
-        self._touch.discard(session_id)
-        session = self.sessions.get(session_id)
-        if session is None:
-            return
-        session.state.dropped()
-        for task in list(session.tasks):
-            task.cancel()  # its suspense fetches and event delivery stop
-        self.channels.forget(session)
-        del self.sessions[session_id]
-
-    def _drop_longest_detached(self) -> None:
-        """Make room for a new session: drop the longest-detached one (O(1)); if every
-        session has a consumer, none is dropped (``max_connections`` bounds those)."""
-        session_id = self._detached.longest()
-        if session_id is not None:
-            self._drop(session_id)
+        """Drop the sessions detached longer than ``session_hold_s`` at ``now``."""
+        return self.retention.expire(now)
