@@ -58,6 +58,12 @@ __all__ = ["RedisBus", "channel_key", "log_key", "session_key"]
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 BATCH_MAX = 256  # ops per round trip
+# Calls in flight at once, each on a connection of redis-py's pool (100; the reader's
+# subscription and the script loading take theirs): past it a call waits its turn here,
+# not counted against ``bus.timeout``. Without it, 10,000 sessions attaching at once
+# (a replay each) took more connections than the pool holds: MaxConnectionsError
+# marked a healthy Redis down and sessions went to local delivery.
+CALLS_MAX = 64
 
 _Write = tuple[str, Sequence[Op], "asyncio.Future[None]"]  # session id, its ops, done
 
@@ -91,6 +97,7 @@ class RedisBus:
         self._up = asyncio.Event()  # set while up, after the sessions were written back
         self._writes: deque[_Write] = deque()  # sessions' writes, for the flusher
         self._flusher: asyncio.Task[None] | None = None
+        self._calls = asyncio.Semaphore(CALLS_MAX)
 
     @property
     def is_up(self) -> bool:
@@ -234,6 +241,12 @@ class RedisBus:
 
     async def _call(self, run: Callable[[], Awaitable[T]]) -> T:
         if not self._is_up:
+            raise BusUnavailable("the bus is down")
+        async with self._calls:
+            return await self._call_now(run)
+
+    async def _call_now(self, run: Callable[[], Awaitable[T]]) -> T:
+        if not self._is_up:  # it went down while this call waited its turn
             raise BusUnavailable("the bus is down")
         try:
             async with asyncio.timeout(self.config.timeout_s):
