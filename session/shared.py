@@ -2,8 +2,9 @@
 
 A session's ops (messages and metadata) are queued and written by one writer task per
 session, a batch per round trip, each under ``bus.timeout``; the shared log numbers the
-messages and the bus brings them back to every node's consumers
-(:meth:`SharedWriter.on_session_message`). When the bus is down a session delivers
+messages, the writer delivers them to this node's consumers (:func:`received`) and the
+bus brings them to every node's (:meth:`SharedWriter.on_session_message`; a seq
+already delivered is skipped). When the bus is down a session delivers
 locally (its local log continues the numbering) and is written back when the bus
 returns (:meth:`SharedWriter.on_bus_up`).
 """
