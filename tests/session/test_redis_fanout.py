@@ -16,7 +16,8 @@ import pytest
 
 from tests.redis_server import RedisServer
 from weaver.config.schema import BusConfig, SessionConfig
-from weaver.session.bus import BusUnavailable, ChannelMessage, Op
+from weaver.session.bus import BusUnavailable, ChannelMessage, Meta, Op
+from weaver.session.channels import channel_emit
 from weaver.session.live import Session
 from weaver.session.messages import Message, message_data
 from weaver.session.outbox import Outbox
@@ -142,3 +143,23 @@ async def test_a_write_redis_applied_but_whose_reply_was_lost_is_delivered_once(
         await node.publish("b")  # local now: the bus counts as down for this session
         seen = node.seen()
     assert seen == [(1, "a"), (2, "b")]
+
+
+async def test_a_channel_entry_published_before_redis_ran_the_subscription_is_taken(
+    redis: RedisServer,
+) -> None:
+    # A subscription started the session's channel cursor at Redis's clock when the
+    # meta write ran; queued behind a fan-out to 10,000 sessions, that ran after the
+    # next publication's entry was made, and the session silently skipped the entry
+    # (the cursor said "already taken"). The entry id 1-0 stands for "before".
+    bus = RedisBus(BusConfig(url=redis.url))
+    await bus.start(ignore)
+    try:
+        subscribe = Meta((("channels", b'["deals"]'),), subscribed="deals")
+        entry = channel_emit(ChannelMessage("deals", b"1", "1-0"))
+        seqs = await bus.write("s1", [subscribe, entry, entry])
+        replay = await bus.replay("s1", 0)
+    finally:
+        await bus.stop()
+    assert seqs == [0, 1, 0]  # taken once
+    assert [orjson.loads(m)["data"] for _, m in replay.entries] == [1]
