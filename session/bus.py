@@ -93,8 +93,10 @@ class SharedLog(Protocol):
     @property
     def is_up(self) -> bool: ...
 
-    async def write(self, session_id: str, ops: Sequence[Op]) -> None:
-        """Apply ``ops`` in order; messages reach their consumers through the bus."""
+    async def write(self, session_id: str, ops: Sequence[Op]) -> list[int]:
+        """Apply ``ops`` in order; per op, the seq the log gave an :class:`Emit` (0 for
+        a :class:`Meta`, or a channel entry the session already took). Messages reach
+        every node's consumers through the bus too."""
 
     async def emit_if_exists(self, session_id: str, emit: Emit) -> bool:
         """Emit to a session held by any node; False if no node knows the session."""

@@ -58,8 +58,14 @@ __all__ = ["RedisBus", "channel_key", "log_key", "session_key"]
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 BATCH_MAX = 256  # ops per round trip
+# Calls in flight at once, each on a connection of redis-py's pool (100; the reader's
+# subscription and the script loading take theirs): past it a call waits its turn here,
+# not counted against ``bus.timeout``. Without it, 10,000 sessions attaching at once
+# (a replay each) took more connections than the pool holds: MaxConnectionsError
+# marked a healthy Redis down and sessions went to local delivery.
+CALLS_MAX = 64
 
-_Write = tuple[str, Sequence[Op], "asyncio.Future[None]"]  # session id, its ops, done
+_Write = tuple[str, Sequence[Op], "asyncio.Future[list[int]]"]  # session id, ops, seqs
 
 
 class RedisBus:
@@ -91,6 +97,7 @@ class RedisBus:
         self._up = asyncio.Event()  # set while up, after the sessions were written back
         self._writes: deque[_Write] = deque()  # sessions' writes, for the flusher
         self._flusher: asyncio.Task[None] | None = None
+        self._calls = asyncio.Semaphore(CALLS_MAX)
 
     @property
     def is_up(self) -> bool:
@@ -235,6 +242,12 @@ class RedisBus:
     async def _call(self, run: Callable[[], Awaitable[T]]) -> T:
         if not self._is_up:
             raise BusUnavailable("the bus is down")
+        async with self._calls:
+            return await self._call_now(run)
+
+    async def _call_now(self, run: Callable[[], Awaitable[T]]) -> T:
+        if not self._is_up:  # it went down while this call waited its turn
+            raise BusUnavailable("the bus is down")
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 try:
@@ -293,7 +306,7 @@ class RedisBus:
             args += (name, value)
         return args
 
-    async def write(self, session_id: str, ops: Sequence[Op]) -> None:
+    async def write(self, session_id: str, ops: Sequence[Op]) -> list[int]:
         """Apply ``ops`` in order. Writes of many sessions at once (a channel message's
         fan-out: one write per subscribed session) share round trips: they queue for one
         flusher that sends up to ``BATCH_MAX`` ops per pipeline on one connection. One
@@ -301,13 +314,13 @@ class RedisBus:
         fan-out to 1,000 sessions: MaxConnectionsError marked the bus down mid-fan-out."""
         if not self._is_up:
             raise BusUnavailable("the bus is down")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._writes.append((session_id, ops, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_writes())
             self._tasks.add(self._flusher)
             self._flusher.add_done_callback(self._tasks.discard)
-        await done
+        return await done
 
     async def _flush_writes(self) -> None:
         """Send the queued writes, a pipeline of at most ``BATCH_MAX`` ops per round trip
@@ -323,25 +336,26 @@ class RedisBus:
                         batch.append(entry)
                 if not batch:
                     continue
+                outcomes: list[BusUnavailable | list[int]]
                 try:
-                    errors = await self._call(functools.partial(self._pipeline, batch))
+                    outcomes = await self._call(functools.partial(self._pipeline, batch))
                 except BusUnavailable as exc:
-                    errors = [exc] * len(batch)
-                for (_, _, done), error in zip(batch, errors, strict=True):
+                    outcomes = [exc] * len(batch)
+                for (_, _, done), outcome in zip(batch, outcomes, strict=True):
                     if done.done():
                         continue
-                    if error is None:
-                        done.set_result(None)
+                    if isinstance(outcome, BusUnavailable):
+                        done.set_exception(outcome)
                     else:
-                        done.set_exception(error)
+                        done.set_result(outcome)
         finally:  # cancelled (the bus stops): no writer waits for ever
             while self._writes:
                 _, _, done = self._writes.popleft()
                 if not done.done():
                     done.set_exception(BusUnavailable("the bus stopped"))
 
-    async def _pipeline(self, batch: Sequence[_Write]) -> list[BusUnavailable | None]:
-        """One round trip for ``batch``; per write, None or why it failed."""
+    async def _pipeline(self, batch: Sequence[_Write]) -> list[BusUnavailable | list[int]]:
+        """One round trip for ``batch``; per write, its ops' seqs or why it failed."""
         pipe = self._redis.pipeline(transaction=False)
         for session_id, ops, _ in batch:
             keys = [session_key(session_id), log_key(session_id)]
@@ -358,18 +372,24 @@ class RedisBus:
                         meta_args += (name, value)
                     self._evalsha(pipe, "meta", keys[:1], meta_args)
         results = iter(await pipe.execute(raise_on_error=False))
-        errors: list[BusUnavailable | None] = []
+        outcomes: list[BusUnavailable | list[int]] = []
         for _, ops, _ in batch:
-            failed = [r for r in (next(results) for _ in ops) if isinstance(r, Exception)]
+            replies = [next(results) for _ in ops]
+            failed = [r for r in replies if isinstance(r, Exception)]
             for error in failed:
                 if isinstance(error, NoScriptError):
                     raise error  # Redis restarted: _call loads the scripts, sends again
             if failed:
                 log.error("bus: Redis refused a write: %s", failed[0])
-                errors.append(BusUnavailable(f"Redis refused: {type(failed[0]).__name__}"))
-            else:
-                errors.append(None)
-        return errors
+                outcomes.append(BusUnavailable(f"Redis refused: {type(failed[0]).__name__}"))
+            else:  # an emit's seq (0: no such session, -1: entry taken), a meta's 1
+                outcomes.append(
+                    [
+                        max(0, int(r)) if isinstance(op, Emit) else 0
+                        for op, r in zip(ops, replies, strict=True)
+                    ]
+                )
+        return outcomes
 
     async def emit_if_exists(self, session_id: str, emit: Emit) -> bool:
         keys = [session_key(session_id), log_key(session_id)]

@@ -5,8 +5,11 @@ script touches one Redis Cluster slot):
 
 - ``weaver:{s:ID}``: the session's metadata hash: ``seq`` (the last number assigned,
   HINCRBY: one counter for every node), ``cookie``, ``events``, ``channels`` (JSON),
-  ``slot:SLOT`` (the latest slot message, JSON ``[type, fields]``, for a reset) and
-  ``cur:CHANNEL`` (the last channel entry the session took). TTL ``bus.session_ttl``.
+  ``slot:SLOT`` (the latest slot message, JSON ``[type, fields]``, for a reset),
+  ``cur:CHANNEL`` (the last channel entry the session took) and ``new:CHANNEL`` (set
+  while ``cur:`` is only where the subscription started: the first entry fanned out to
+  the session is taken whatever its id, as the meta write that started the cursor may
+  have run after the entry was made). TTL ``bus.session_ttl``.
 - ``weaver:{s:ID}:log``: the session's messages, a stream whose entry id is
   ``SEQ-0``; ``XADD MAXLEN ~ bus.session_log`` (DROP_OLDEST: a resume from before the
   oldest entry gets ``reset``). Same TTL.
@@ -45,7 +48,8 @@ EMIT = (
 if ARGV[8] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[6] ~= '' then
   local cur = redis.call('HGET', KEYS[1], ARGV[6])
-  if cur and not newer(ARGV[7], cur) then return -1 end
+  local fresh = redis.call('HDEL', KEYS[1], 'new:' .. string.sub(ARGV[6], 5))
+  if cur and fresh == 0 and not newer(ARGV[7], cur) then return -1 end
   redis.call('HSET', KEYS[1], ARGV[6], ARGV[7])
 end
 for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -68,6 +72,7 @@ if ARGV[2] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then
   local t = redis.call('TIME')  -- entries from the previous millisecond on are new
   local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1
   redis.call('HSET', KEYS[1], ARGV[2], string.format('%d-0', ms))
+  redis.call('HSET', KEYS[1], 'new:' .. string.sub(ARGV[2], 5), 1)
 end
 redis.call('HSETNX', KEYS[1], 'seq', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[1])

@@ -2,8 +2,9 @@
 
 A session's ops (messages and metadata) are queued and written by one writer task per
 session, a batch per round trip, each under ``bus.timeout``; the shared log numbers the
-messages and the bus brings them back to every node's consumers
-(:meth:`SharedWriter.on_session_message`). When the bus is down a session delivers
+messages, the writer delivers them to this node's consumers (:func:`received`) and the
+bus brings them to every node's (:meth:`SharedWriter.on_session_message`; a seq
+already delivered is skipped). When the bus is down a session delivers
 locally (its local log continues the numbering) and is written back when the bus
 returns (:meth:`SharedWriter.on_bus_up`).
 """
@@ -45,11 +46,16 @@ class SharedWriter:
         while session.pending:
             batch = [session.pending.popleft() for _ in range(min(MAX_BATCH, len(session.pending)))]
             if self.shared.is_up and not session.is_local_only:
+                before = session.log.last_seq
                 try:
-                    await self.shared.write(session.id, batch)
-                    continue  # delivered through the bus: on_session_message
+                    seqs = await self.shared.write(session.id, batch)
                 except BusUnavailable:
-                    pass
+                    # Redis may have applied the write all the same (a timeout): what
+                    # came back through the bus meanwhile is delivered, not again here.
+                    batch = not_received(session, batch, before)
+                else:
+                    received(session, batch, seqs)
+                    continue
             if not session.is_local_only:
                 log.warning("session %s: the bus is down; delivering locally", session.id)
                 session.is_local_only = True
@@ -83,6 +89,35 @@ class SharedWriter:
                 for outbox in session.outboxes:  # they may have missed messages
                     outbox.overflow()
             session.is_local_only = False
+
+
+def received(session: Session, ops: list[Op], seqs: list[int]) -> None:
+    """The shared log numbered ``ops`` (``seqs``): deliver them now, not only when the
+    bus's notification comes back. A notification never arrives when the node's
+    subscription dropped (the reader reconnecting; Redis cutting a subscriber past its
+    pub/sub output buffer limit): the message was lost, and its seq given to the next
+    message delivered locally. One after a gap waits for the notification (another
+    node's message comes first)."""
+    for op, seq in zip(ops, seqs, strict=True):
+        if isinstance(op, Emit) and seq == session.log.last_seq + 1:
+            session.receive(seq, op.message(seq))
+
+
+def not_received(session: Session, ops: list[Op], before: int) -> list[Op]:
+    """``ops`` but the messages that arrived through the bus since ``before`` (seq):
+    a write that failed may have been applied (its reply lost), and delivered."""
+    arrived = session.log.since(before) or []
+    rest: list[Op] = []
+    i = 0
+    for op in ops:
+        if isinstance(op, Emit):
+            while i < len(arrived) and arrived[i][1] != op.message(arrived[i][0]):
+                i += 1
+            if i < len(arrived):
+                i += 1
+                continue
+        rest.append(op)
+    return rest
 
 
 async def restore(
