@@ -11,11 +11,9 @@ jitter; when Redis answers again, the sessions this node kept are written back
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -49,6 +47,7 @@ from weaver.session.redis_layout import (
     parse_channel_payload,
     session_key,
 )
+from weaver.session.redis_writes import WriteQueue, emit_args
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,15 +56,12 @@ __all__ = ["RedisBus", "channel_key", "log_key", "session_key"]
 
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
-BATCH_MAX = 256  # ops per round trip
 # Calls in flight at once, each on a connection of redis-py's pool (100; the reader's
 # subscription and the script loading take theirs): past it a call waits its turn here,
 # not counted against ``bus.timeout``. Without it, 10,000 sessions attaching at once
 # (a replay each) took more connections than the pool holds: MaxConnectionsError
 # marked a healthy Redis down and sessions went to local delivery.
 CALLS_MAX = 64
-
-_Write = tuple[str, Sequence[Op], "asyncio.Future[list[int]]"]  # session id, ops, seqs
 
 
 class RedisBus:
@@ -95,9 +91,15 @@ class RedisBus:
         self._reader: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self._up = asyncio.Event()  # set while up, after the sessions were written back
-        self._writes: deque[_Write] = deque()  # sessions' writes, for the flusher
-        self._flusher: asyncio.Task[None] | None = None
         self._calls = asyncio.Semaphore(CALLS_MAX)
+        self._write_queue = WriteQueue(
+            self._call,
+            lambda: self._redis.pipeline(transaction=False),
+            self._evalsha,
+            config,
+            self.ttl_s,
+            self._tasks,
+        )
 
     @property
     def is_up(self) -> bool:
@@ -288,112 +290,16 @@ class RedisBus:
 
     # the shared log
 
-    def _emit_args(self, session_id: str, emit: Emit, *, must_exist: bool) -> list[Any]:
-        cursor_field, cursor_id = ("", "")
-        if emit.cursor is not None:
-            cursor_field, cursor_id = f"cur:{emit.cursor[0]}", emit.cursor[1]
-        args: list[Any] = [
-            session_id,
-            emit.head,
-            emit.tail,
-            self.config.session_log,
-            self.ttl_s,
-            cursor_field,
-            cursor_id,
-            "1" if must_exist else "0",
-        ]
-        for name, value in emit.fields:
-            args += (name, value)
-        return args
-
     async def write(self, session_id: str, ops: Sequence[Op]) -> list[int]:
-        """Apply ``ops`` in order. Writes of many sessions at once (a channel message's
-        fan-out: one write per subscribed session) share round trips: they queue for one
-        flusher that sends up to ``BATCH_MAX`` ops per pipeline on one connection. One
-        connection per session's write exhausted redis-py's pool (100 connections) at a
-        fan-out to 1,000 sessions: MaxConnectionsError marked the bus down mid-fan-out."""
+        """Apply ``ops`` in order (batched with other sessions' writes:
+        session/redis_writes.py); the seq of each message, 0 for the rest."""
         if not self._is_up:
             raise BusUnavailable("the bus is down")
-        done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._writes.append((session_id, ops, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_writes())
-            self._tasks.add(self._flusher)
-            self._flusher.add_done_callback(self._tasks.discard)
-        return await done
-
-    async def _flush_writes(self) -> None:
-        """Send the queued writes, a pipeline of at most ``BATCH_MAX`` ops per round trip
-        (a session's ops never split), in queue order: each session's order holds."""
-        try:
-            while self._writes:
-                batch: list[_Write] = []
-                size = 0
-                while self._writes and (not batch or size + len(self._writes[0][1]) <= BATCH_MAX):
-                    entry = self._writes.popleft()
-                    size += len(entry[1])
-                    if not entry[2].done():  # its writer was cancelled meanwhile
-                        batch.append(entry)
-                if not batch:
-                    continue
-                outcomes: list[BusUnavailable | list[int]]
-                try:
-                    outcomes = await self._call(functools.partial(self._pipeline, batch))
-                except BusUnavailable as exc:
-                    outcomes = [exc] * len(batch)
-                for (_, _, done), outcome in zip(batch, outcomes, strict=True):
-                    if done.done():
-                        continue
-                    if isinstance(outcome, BusUnavailable):
-                        done.set_exception(outcome)
-                    else:
-                        done.set_result(outcome)
-        finally:  # cancelled (the bus stops): no writer waits for ever
-            while self._writes:
-                _, _, done = self._writes.popleft()
-                if not done.done():
-                    done.set_exception(BusUnavailable("the bus stopped"))
-
-    async def _pipeline(self, batch: Sequence[_Write]) -> list[BusUnavailable | list[int]]:
-        """One round trip for ``batch``; per write, its ops' seqs or why it failed."""
-        pipe = self._redis.pipeline(transaction=False)
-        for session_id, ops, _ in batch:
-            keys = [session_key(session_id), log_key(session_id)]
-            for op in ops:
-                if isinstance(op, Emit):
-                    args = self._emit_args(session_id, op, must_exist=False)
-                    self._evalsha(pipe, "emit", keys, args)
-                else:
-                    meta_args: list[Any] = [
-                        self.ttl_s,
-                        f"cur:{op.subscribed}" if op.subscribed else "",
-                    ]
-                    for name, value in op.fields:
-                        meta_args += (name, value)
-                    self._evalsha(pipe, "meta", keys[:1], meta_args)
-        results = iter(await pipe.execute(raise_on_error=False))
-        outcomes: list[BusUnavailable | list[int]] = []
-        for _, ops, _ in batch:
-            replies = [next(results) for _ in ops]
-            failed = [r for r in replies if isinstance(r, Exception)]
-            for error in failed:
-                if isinstance(error, NoScriptError):
-                    raise error  # Redis restarted: _call loads the scripts, sends again
-            if failed:
-                log.error("bus: Redis refused a write: %s", failed[0])
-                outcomes.append(BusUnavailable(f"Redis refused: {type(failed[0]).__name__}"))
-            else:  # an emit's seq (0: no such session, -1: entry taken), a meta's 1
-                outcomes.append(
-                    [
-                        max(0, int(r)) if isinstance(op, Emit) else 0
-                        for op, r in zip(ops, replies, strict=True)
-                    ]
-                )
-        return outcomes
+        return await self._write_queue.submit(session_id, ops)
 
     async def emit_if_exists(self, session_id: str, emit: Emit) -> bool:
         keys = [session_key(session_id), log_key(session_id)]
-        args = self._emit_args(session_id, emit, must_exist=True)
+        args = emit_args(session_id, emit, self.config, self.ttl_s, must_exist=True)
         seq = await self._call(lambda: self._evalsha(self._redis, "emit", keys, args))
         return int(seq) > 0
 
