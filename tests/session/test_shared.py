@@ -33,9 +33,9 @@ class CountingBus(RedisBus):
         self.ups = 0
         self.came_back = asyncio.Event()
 
-    async def write(self, session_id: str, ops: Sequence[Op]) -> None:
+    async def write(self, session_id: str, ops: Sequence[Op]) -> list[int]:
         self.batches.append(len(ops))
-        await super().write(session_id, ops)
+        return await super().write(session_id, ops)
 
 
 class Consumer:
