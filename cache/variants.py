@@ -1,7 +1,7 @@
 """Compressed variants of stored bodies: made once, stored by their own hash.
 
 A stored body keeps its identity blob; its variant in a content coding (made by
-weaver.proxy.compress, which this layer does not import: the maker is passed in) is a
+weaver.proxy.compressors, which this layer does not import: the maker is passed in) is a
 blob of its own, named by its own hash, and the row ``("variant", digest, encoding)``
 names it. Rows and blobs are evicted like the rest; a row whose blob is gone is a miss.
 """

@@ -24,7 +24,7 @@ from aiohttp import web
 from loadtests.common import free_port, rps, start_process
 from weaver.config.load import build_config
 from weaver.proxy.app import build_app
-from weaver.proxy.compress import AVAILABLE, Encoding, compress_whole
+from weaver.proxy.compressors import AVAILABLE, Encoding, compress_whole
 
 CACHE = {"Cache-Control": "max-age=3600"}
 ACCEPTS = {"identity": "identity", "gzip": "gzip", "br": "gzip, br", "zstd": "zstd"}

@@ -33,7 +33,8 @@ from multidict import CIMultiDict
 
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import Store
-from weaver.proxy.compress import Encoding, choose_encoding
+from weaver.proxy.compress import choose_encoding
+from weaver.proxy.compressors import Encoding
 
 MAX_ENTRIES = 4096
 MAX_CODINGS_SEEN = 256

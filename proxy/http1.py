@@ -1,18 +1,18 @@
-"""HTTP/1.1 for the origin client, pure: the request head Weaver sends, the response it reads.
+"""HTTP/1.1 for the origin client, pure: reading the response an origin sends.
 
-:mod:`weaver.proxy.origin_pool` does the I/O; this module takes bytes and values and returns
-bytes and events, never raises on what an origin sent (a bad response is a
+:mod:`weaver.proxy.origin_connection` does the I/O; this module takes bytes and returns
+events, never raises on what an origin sent (a bad response is a
 :class:`ParseError` event), and bounds what it buffers (the head at ``MAX_HEAD_BYTES``,
 ``MAX_FIELDS`` header fields, a chunk-size or trailer line at ``MAX_LINE_BYTES``). Bodies
 pass through without being buffered: each :meth:`ResponseParser.feed` returns the body bytes
 it was given, as slices of its input. RFC 9112 §2-§7 (message syntax, status line, fields,
-body length, chunked coding), RFC 9110 §7.6.1 (Connection), §15.2 (1xx).
+body length, chunked coding), RFC 9110 §7.6.1 (Connection), §15.2 (1xx). The request side is
+:mod:`weaver.proxy.http1_request`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -29,16 +29,6 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _FIELDS = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[\t ]*(?:;[^\r\n]*)?")
 _DIGITS = re.compile(r"[0-9]{1,18}")
-_LINE_BREAK = re.compile(r"[\r\n]")
-
-# Methods a client may send again when the connection died before any answer (RFC 9110
-# §9.2.2 idempotent methods; RFC 9112 §9.3.1 retrying requests).
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-# Methods whose request a server expects to carry content: without a body they get
-# ``Content-Length: 0`` (RFC 9110 §8.6, "SHOULD send" for a user agent).
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-# Framing is Weaver's to decide: these from the caller never go out as given.
-_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
 
 
 class BodyFraming(Enum):
@@ -48,79 +38,6 @@ class BodyFraming(Enum):
     LENGTH = "length"
     CHUNKED = "chunked"
     UNTIL_CLOSE = "until-close"
-
-
-class RequestBody(Enum):
-    """How a request's body is framed on the wire."""
-
-    NONE = "none"  # no body (``Content-Length: 0`` for POST/PUT/PATCH)
-    LENGTH = "length"  # a known length: bytes, or a stream the caller gave a length for
-    CHUNKED = "chunked"  # a stream of unknown length, in the chunked coding
-
-
-def request_head(
-    method: str,
-    target: str,
-    host: str,
-    headers: Iterable[tuple[str, str]],
-    body: RequestBody,
-    length: int | None = None,
-) -> bytes | None:
-    """The request head, ending with the empty line; ``None`` if a header would break it.
-
-    The caller's headers go in their order. ``Host`` is ``host`` unless the caller gave
-    one. ``Content-Length`` and ``Transfer-Encoding`` are Weaver's: ``length`` for
-    :attr:`RequestBody.LENGTH` (the caller's own Content-Length when ``length`` is
-    ``None``), ``chunked`` for :attr:`RequestBody.CHUNKED`.
-
-    Args:
-        method: the request method.
-        target: the request target, sent exactly as given (already normalised).
-        host: the Host header for the origin.
-        headers: the caller's headers.
-        body: how the body is framed.
-        length: the body's length for :attr:`RequestBody.LENGTH`.
-
-    Returns:
-        The head, or ``None`` when a name is not a token or a value holds a line break
-        (sending it would split the request: RFC 9112 §11.1).
-    """
-    lines = [f"{method} {target} HTTP/1.1"]
-    has_host = False
-    caller_length: str | None = None
-    for name, value in headers:
-        lower = name.lower()
-        if lower in _FRAMING_HEADERS:
-            if lower == "content-length":
-                caller_length = value
-            continue
-        if lower == "host":
-            has_host = True
-        if _LINE_BREAK.search(value) is not None or _TOKEN.fullmatch(name) is None:
-            return None
-        lines.append(f"{name}: {value}")
-    if not has_host:
-        lines.insert(1, f"Host: {host}")
-    if body is RequestBody.LENGTH:
-        if length is None:
-            if caller_length is None or _DIGITS.fullmatch(caller_length.strip()) is None:
-                return None
-            length = int(caller_length.strip())
-        lines.append(f"Content-Length: {length}")
-    elif body is RequestBody.CHUNKED:
-        lines.append("Transfer-Encoding: chunked")
-    elif method in _BODY_METHODS:
-        lines.append("Content-Length: 0")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
-
-
-def chunk(data: bytes) -> bytes:
-    """``data`` as one chunk of the chunked coding (RFC 9112 §7.1)."""
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-LAST_CHUNK = b"0\r\n\r\n"
 
 
 @dataclass(frozen=True, slots=True)

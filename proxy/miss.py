@@ -21,7 +21,8 @@ from weaver.cache.fills import Fill, Follower, Head
 from weaver.cache.freshness import CacheState
 from weaver.cache.keys import parse_vary
 from weaver.cache.store import Entry
-from weaver.proxy.compress import StreamCompressor, apply_encoding, negotiate, new_compressor
+from weaver.proxy.compress import apply_encoding, negotiate
+from weaver.proxy.compressors import StreamCompressor, new_compressor
 from weaver.proxy.edge import Edge
 from weaver.proxy.entries import variant_of
 from weaver.proxy.errors import OriginError

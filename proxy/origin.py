@@ -21,13 +21,11 @@ from yarl import URL
 
 from weaver.config.schema import Config
 from weaver.proxy.errors import OriginError
-from weaver.proxy.http1 import (
+from weaver.proxy.http1 import Failure, ParseError, ResponseHead
+from weaver.proxy.http1_request import (
     IDEMPOTENT_METHODS,
     LAST_CHUNK,
-    Failure,
-    ParseError,
     RequestBody,
-    ResponseHead,
     chunk,
     request_head,
 )

@@ -25,15 +25,12 @@ from weaver.cache.errors import CacheError
 from weaver.cache.freshness import http_date, parse_cache_control
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import VARIANT_MAX_BYTES, Entry, variant_of_entry
-from weaver.proxy.compress import (
+from weaver.proxy.compress import add_vary, choose_encoding, is_negotiable, variant_etag
+from weaver.proxy.compressors import (
     Encoding,
     StreamCompressor,
-    add_vary,
-    choose_encoding,
     compress_whole,
-    is_negotiable,
     new_compressor,
-    variant_etag,
     whole_level,
 )
 

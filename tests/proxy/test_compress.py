@@ -1,44 +1,25 @@
-"""Content codings: negotiation (RFC 9110 §12.5.3), header rules and the codecs."""
+"""Content codings for the visitor: negotiation (RFC 9110 §12.5.3) and header rules."""
 
 from __future__ import annotations
 
-import gzip
-import itertools
-import zlib
-from collections.abc import Callable
-
-import brotli
 import pytest
-import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from weaver.proxy.compress import (
-    AVAILABLE,
     MIN_COMPRESS_BYTES,
-    Encoding,
     add_vary,
     apply_encoding,
     choose_encoding,
-    compress_whole,
     is_compressible,
     is_negotiable,
     negotiate,
-    new_compressor,
     variant_etag,
 )
+from weaver.proxy.compressors import Encoding
 
 ALL = (Encoding.BR, Encoding.ZSTD, Encoding.GZIP)
-PAGE = b"".join(b'<li class="item"><a href="/p/%d">Item %d</a></li>\n' % (i, i) for i in range(400))
-
-
-def decode(data: bytes, encoding: Encoding) -> bytes:
-    if encoding is Encoding.GZIP:
-        return gzip.decompress(data)
-    if encoding is Encoding.BR:
-        return brotli.decompress(data)
-    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
 
 
 # negotiation
@@ -97,10 +78,6 @@ def test_choose_encoding_offers_only_what_is_available() -> None:
     assert choose_encoding("br, zstd", available=(Encoding.GZIP,)) is None
     assert choose_encoding("br, gzip", available=(Encoding.GZIP,)) is Encoding.GZIP
     assert choose_encoding("*", available=()) is None
-
-
-def test_zstd_is_available_when_the_zstandard_package_is_installed() -> None:
-    assert AVAILABLE == (Encoding.BR, Encoding.ZSTD, Encoding.GZIP)
 
 
 @given(st.text(max_size=80))
@@ -234,53 +211,3 @@ def test_add_vary_merges_into_one_vary_without_duplicates(before: list[str], aft
 )
 def test_variant_etag_suffixes_the_opaque_tag(etag: str, expected: str) -> None:
     assert variant_etag(etag, Encoding.BR) == expected
-
-
-# codecs
-
-
-@pytest.mark.parametrize("encoding", ALL)
-def test_compress_whole_round_trips_and_is_deterministic(encoding: Encoding) -> None:
-    first = compress_whole(PAGE, encoding)
-    assert decode(first, encoding) == PAGE
-    assert compress_whole(PAGE, encoding) == first
-    assert len(first) < len(PAGE) // 4
-
-
-@pytest.mark.parametrize("encoding", ALL)
-def test_compress_whole_of_a_large_body_round_trips(encoding: Encoding) -> None:
-    large = PAGE * 5  # past the best-level size: the fast level
-    assert decode(compress_whole(large, encoding), encoding) == large
-
-
-@pytest.mark.parametrize("encoding", ALL)
-def test_a_flushed_stream_decodes_to_all_that_was_fed_so_far(encoding: Encoding) -> None:
-    compressor = new_compressor(encoding)
-    feed: Callable[[bytes], bytes]
-    if encoding is Encoding.GZIP:
-        reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        feed = reader.decompress
-    elif encoding is Encoding.BR:
-        feed = brotli.Decompressor().process
-    else:
-        feed = zstandard.ZstdDecompressor().decompressobj().decompress
-    seen = b""
-    for start in range(0, len(PAGE), 3000):
-        chunk = PAGE[start : start + 3000]
-        sent = compressor.compress(chunk) + compressor.flush()
-        seen += feed(sent)
-        assert seen == PAGE[: start + len(chunk)]  # the client sees each chunk at once
-    seen += feed(compressor.finish())
-    assert seen == PAGE
-
-
-@pytest.mark.parametrize("encoding", ALL)
-@given(cuts=st.lists(st.integers(min_value=0, max_value=len(PAGE)), max_size=8))
-def test_a_stream_decodes_to_the_body_whatever_the_chunking(
-    encoding: Encoding, cuts: list[int]
-) -> None:
-    compressor = new_compressor(encoding)
-    bounds = [0, *sorted(cuts), len(PAGE)]
-    out = b"".join(compressor.compress(PAGE[a:b]) for a, b in itertools.pairwise(bounds))
-    out += compressor.finish()
-    assert decode(out, encoding) == PAGE

@@ -1,6 +1,7 @@
 """A page not answered from the store (proxy/miss.py): MISS, COALESCED, BYPASS and
 stale-if-error, through a real Weaver in front of a real origin; compression as the miss
-path wires weaver.proxy.compress.negotiate / apply_encoding / new_compressor.
+path wires weaver.proxy.compress.negotiate / apply_encoding and
+weaver.proxy.compressors.new_compressor.
 
 What the origin streams reaches the visitor compressed as it arrives (a sync flush per
 chunk); what is stored is the identity body, so later hits are compressed from it once.
