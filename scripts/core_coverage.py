@@ -35,6 +35,8 @@ CORES: dict[str, tuple[str, ...]] = {
     "cache/policy.py": ("tests/cache/test_policy.py",),
     "session/protocol.py": ("tests/session/test_protocol.py",),
     "session/messages.py": ("tests/session/test_messages.py",),
+    "session/resume.py": ("tests/session/test_resume.py",),
+    "session/housekeeping.py": ("tests/session/test_housekeeping.py",),
 }
 
 
