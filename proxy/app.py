@@ -31,8 +31,9 @@ from weaver.session.hub import SessionHub
 log = logging.getLogger(__name__)
 
 
-def hub_for(config: Config) -> SessionHub | None:
-    """The session hub ``config`` asks for, on its bus; None without a session secret."""
+def hub_for(config: Config, clock: Clock = SYSTEM_CLOCK) -> SessionHub | None:
+    """The session hub ``config`` asks for, on its bus; None without a session secret.
+    Its session tokens are issued and checked on ``clock`` (the app's)."""
     if not config.session.secret:
         return None
     return SessionHub(
@@ -40,6 +41,7 @@ def hub_for(config: Config) -> SessionHub | None:
         bus=make_bus(config.bus),
         log_max_messages=config.bus.session_log,
         channel_history=config.bus.channel_history,
+        wall_clock=clock.time,
     )
 
 
@@ -81,7 +83,7 @@ def build_app(
     app = web.Application(client_max_size=64 * 1024**2, middlewares=[access_log.middleware(config)])
     owns_hub = hub is None
     if hub is None:
-        hub = hub_for(config)
+        hub = hub_for(config, clock)
 
     async def edge_context(app: web.Application) -> AsyncIterator[None]:
         store = Store(

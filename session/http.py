@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import time
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +100,7 @@ async def post_event_handler(request: web.Request) -> web.Response:
         return refused
     token = auth.token_from_cookie_header(request.headers.get("Cookie"))
     try:
-        session_id = auth.verify(hub.config.secret, token or "", time.time())
+        session_id = auth.verify(hub.config.secret, token or "", hub.wall_clock())
         message = parse_client_message(await request.content.read(MAX_MESSAGE_BYTES + 1))
     except SessionError as exc:  # TokenError: 401; a bad message: 400
         return web.json_response({"error": exc.reason}, status=exc.status)

@@ -86,6 +86,7 @@ class SessionHub:
         event_timeout_s: float = 5.0,
         channel_history: int = 100,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not config.secret:
             raise ValueError("session.secret is required to sign session tokens")
@@ -111,6 +112,7 @@ class SessionHub:
         )
         self._writer = SharedWriter(self.shared, self.sessions, self.spawn) if self.shared else None
         self.clock = clock  # detach times and expiry (tests inject one)
+        self.wall_clock = wall_clock  # tokens' issue and expiry times (the app's clock)
         self.consumers = Consumers(
             self.shared,
             self.channels.history_of,
@@ -219,7 +221,7 @@ class SessionHub:
         out (:func:`auth.strip_session_cookie`): Weaver's token never reaches an origin.
         The cookie is set outside the body, so the paint stays shared.
         """
-        now = time.time()
+        now = self.wall_clock()
         session_id = auth.new_session_id()
         while session_id in self.sessions:  # 128 random bits: never, but never join
             session_id = auth.new_session_id()

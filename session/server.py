@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -79,6 +78,7 @@ class SessionHub(Protocol):
     ping_interval_s: float
     hello_timeout_s: float
     outbound_max_bytes: int
+    wall_clock: Callable[[], float]
 
     @property
     def connections(self) -> int: ...
@@ -193,7 +193,7 @@ def _authenticate(hub: SessionHub, ws: ServerConnection, hello: ClientHello) -> 
     token = auth.token_from_cookie_header(cookie) or hello.token
     if not token:
         raise SessionError(POLICY, "no session token (cookie or hello token)")
-    return auth.verify(hub.config.secret, token, time.time())
+    return auth.verify(hub.config.secret, token, hub.wall_clock())
 
 
 def _direct_writer(ws: ServerConnection, max_buffered_bytes: int) -> Callable[[bytes], bool]:

@@ -13,8 +13,6 @@ it a new client of the cookie's session, as a WebSocket hello's ``session`` does
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 
 from weaver.session import auth
@@ -54,7 +52,7 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     if not token:
         return web.json_response({"error": "no session cookie"}, status=401)
     try:
-        session_id = auth.verify(hub.config.secret, token, time.time())
+        session_id = auth.verify(hub.config.secret, token, hub.wall_clock())
     except SessionError as exc:
         return web.json_response({"error": exc.reason}, status=exc.status)
     last_seq = _last_seq(request)

@@ -36,3 +36,27 @@ async def test_the_running_app_has_its_edge_and_every_age_reads_its_one_clock() 
         clock.advance(30)  # 72 s: past max-age on the edge's clock, not the wall's
         async with client.get(stack.url + "/") as resp:
             assert resp.headers["X-Weaver-Cache"] == "MISS"
+
+
+async def test_session_tokens_are_issued_and_checked_on_the_apps_clock() -> None:
+    clock = ManualClock(start=1_700_000_000.0)
+
+    async def page(request: web.Request) -> web.Response:
+        return html('<p>x</p><weaver-include src="/slot" mode="suspense">…</weaver-include>')
+
+    async def slot(request: web.Request) -> web.Response:
+        return html("<b>mine</b>")
+
+    async with (
+        asyncio.timeout(10),
+        weaver_stack({"/": page, "/slot": slot}, clock=clock) as stack,
+        aiohttp.ClientSession() as client,
+    ):
+        async with client.get(stack.url + "/") as resp:
+            cookie = resp.headers["Set-Cookie"].split(";", 1)[0]
+        token = cookie.split("=", 1)[1]
+        issued = int(token.split(".")[1])
+        assert issued == int(clock.time())  # the app's clock, not the wall's
+        clock.advance(8 * 24 * 3600)  # past the token's 7 days on the app's clock
+        async with client.get(stack.url + "/_weaver/events", headers={"Cookie": cookie}) as resp:
+            assert (resp.status, (await resp.json())["error"]) == (401, "session token expired")
