@@ -3,16 +3,12 @@ applied to a real store in batches."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import orjson
 import pytest
 
+from tests.cache.stored import manifest, read
 from weaver.cache.errors import BadPurge
-from weaver.cache.freshness import Freshness
 from weaver.cache.keys import cache_key
-from weaver.cache.manifest import Manifest
 from weaver.cache.purge import (
     PURGE_BATCH,
     PurgeRequest,
@@ -24,31 +20,6 @@ from weaver.cache.purge import (
     parse_url,
 )
 from weaver.cache.store import Store
-
-
-def manifest(key: str, *, tags: tuple[str, ...] = ()) -> Manifest:
-    return Manifest(
-        key=key,
-        status=200,
-        headers=(("Content-Type", "text/html"),),
-        blob="",
-        size=0,
-        freshness=Freshness(stored_at=1.0, initial_age_s=0.0, lifetime_s=60.0),
-        tags=tags,
-    )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store(str(tmp_path / "cache"), max_size_bytes=256 * 1024**2) as opened:
-        yield opened
-
-
-async def read(store: Store, key: str) -> bytes | None:
-    entry = await store.get(key)
-    if entry is None:
-        return None
-    return b"".join([chunk async for chunk in entry.body()])
 
 
 def body(value: object) -> bytes:

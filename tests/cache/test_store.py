@@ -6,41 +6,14 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.cache.stored import manifest, read
 from weaver.cache import manifest as manifests
 from weaver.cache.errors import DamagedBlob, StoreError
-from weaver.cache.freshness import Freshness
-from weaver.cache.manifest import Manifest
 from weaver.cache.store import Store, digest_of
-
-
-def manifest(key: str, *, tags: tuple[str, ...] = ()) -> Manifest:
-    return Manifest(
-        key=key,
-        status=200,
-        headers=(("Content-Type", "text/html"),),
-        blob="",
-        size=0,
-        freshness=Freshness(stored_at=1.0, initial_age_s=0.0, lifetime_s=60.0),
-        tags=tags,
-    )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store(str(tmp_path / "cache"), max_size_bytes=256 * 1024**2) as opened:
-        yield opened
-
-
-async def read(store: Store, key: str) -> bytes | None:
-    entry = await store.get(key)
-    if entry is None:
-        return None
-    return b"".join([chunk async for chunk in entry.body()])
 
 
 async def test_round_trip_is_byte_identical_and_named_by_content(store: Store) -> None:
