@@ -142,7 +142,7 @@ def entry_policy(
         route_ttl_s=rules.ttl_s,
     )
     tags = list(rules.tags) + list(fresh.tags_from_headers(shell.headers))
-    refusal = _shell_refusal(shell, rules, request_headers, key)
+    refusal = shell_refusal(shell, rules, request_headers, key)
     if refusal is None and has_fallback:
         refusal = Refusal(Why.FALLBACK)
     srcs: list[str] = []
@@ -163,9 +163,12 @@ def entry_policy(
     return Policy(freshness, tuple(dict.fromkeys(tags)), tuple(srcs), refusal)
 
 
-def _shell_refusal(
+def shell_refusal(
     shell: Answer, rules: Rules, request_headers: Mapping[str, str], key: str
 ) -> Refusal | None:
+    """Why the shell's own answer may not be stored, or None: what :func:`entry_policy`
+    decides before any fragment is known, without computing freshness or tags (a fill
+    asks this when the head arrives, on every miss)."""
     if not key:
         return Refusal(Why.NO_KEY)
     if rules.is_success_only and not 200 <= shell.status < 300:

@@ -24,6 +24,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from weaver.cache import freshness as fresh
 from weaver.cache import manifest as manifests
+from weaver.cache import policy as cache_policy
 from weaver.cache.freshness import CacheState, Freshness
 from weaver.cache.keys import cache_key, normalise_url, parse_vary, request_vary_values
 from weaver.cache.manifest import Manifest
@@ -112,7 +113,7 @@ def shell_refusal(
     route: RouteConfig, answer: Answer, sent: Mapping[str, str], key: str
 ) -> Refusal | None:
     """Why a page's response must not be stored (before its fragments are known), or None."""
-    return entry_policy(answer, rules=Rules.page(route), request_headers=sent, key=key).refusal
+    return cache_policy.shell_refusal(answer, Rules.page(route), sent, key)
 
 
 def response_freshness(
