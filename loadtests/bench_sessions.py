@@ -64,6 +64,7 @@ from aiohttp import web
 from loadtests import ws_swarm
 from loadtests.common import free_port, start_process
 from weaver.config.load import build_config
+from weaver.proxy import collector
 from weaver.proxy.app import build_app
 from weaver.session import auth
 
@@ -109,6 +110,7 @@ def weaver_app(
     origin_port: int, session_port: int, cache_dir: str, listen: dict[str, Any]
 ) -> web.Application:
     raise_open_files_limit()
+    collector.tune_for_serving()  # as `weaver serve` does (proxy/worker.py run)
     config = build_config(
         {
             "session": {

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from weaver.config.errors import ConfigError, WeaverError
 from weaver.config.load import load_config
 from weaver.config.schema import Config, HostPort
+from weaver.proxy import collector
 from weaver.proxy.node import Node
 from weaver.proxy.session_secret import with_session_secret
 
@@ -126,7 +127,9 @@ async def reload(node: Node, load: Callable[[], Config]) -> bool:
 
 
 def run(main: Callable[[], object]) -> None:
-    """Run a coroutine function on uvloop (asyncio's loop where uvloop is missing)."""
+    """Run a coroutine function on uvloop (asyncio's loop where uvloop is missing), with
+    the collector tuned for serving (:mod:`weaver.proxy.collector`)."""
+    collector.tune_for_serving()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we run
