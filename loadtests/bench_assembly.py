@@ -20,6 +20,7 @@ from aiohttp import web
 
 from loadtests.common import free_port, load_average, start_process
 from weaver.config.load import build_config
+from weaver.proxy import collector
 from weaver.proxy.app import build_app
 
 ROUNDS = 50
@@ -55,6 +56,7 @@ async def timed_get(client: aiohttp.ClientSession, url: str) -> tuple[float, flo
 
 
 def weaver_app(origin_port: int, cache_dir: str) -> web.Application:
+    collector.tune_for_serving()  # as `weaver serve` does (proxy/worker.py run)
     config = build_config(
         {
             "cache": {"dir": cache_dir},

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from loadtests.common import free_port, rps, start_process
 from weaver.config.load import build_config
+from weaver.proxy import collector
 from weaver.proxy.app import build_app
 
 PAGE = (
@@ -65,6 +66,7 @@ def naive_proxy_app(origin_port: int) -> web.Application:
 
 
 def weaver_app(origin_port: int) -> web.Application:
+    collector.tune_for_serving()  # as `weaver serve` does (proxy/worker.py run)
     config = build_config(
         {
             "origin": [{"name": "o", "url": f"http://127.0.0.1:{origin_port}"}],
