@@ -29,9 +29,10 @@ reconnect or ``reset`` does not re-send them, and a visitor who leaves cancels t
 session still opens (for pushes, patches and events).
 
 Backpressure: the fetches run while the paint streams and their events wait in a queue
-bounded by ``MAX_PENDING_BYTES`` of HTML (policy FAIL_SLOT: a slot whose event would go
-past it fails with ``error``; its fallback, or what it streamed, stays). Once the paint
-has gone, the queue is drained as fast as the visitor reads.
+bounded by ``MAX_PENDING_BYTES`` of HTML and ``MAX_PENDING_EVENTS`` events (policy
+FAIL_SLOT: a slot whose event would go past either fails with ``error``; its fallback,
+or what it streamed, stays). Once the paint has gone, the queue is drained as fast as
+the visitor reads.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ from weaver.session.slots import Append, Progress, Replace, SlotEnd, SlotEvent, 
 log = logging.getLogger(__name__)
 
 MAX_PENDING_BYTES = 16 * 1024 * 1024  # slot HTML queued while the paint is still going
+MAX_PENDING_EVENTS = 65_536  # slot events queued (progress and tiny appends count too)
+MAX_SLOTS = 4096  # inline slots of one response; each keeps a place for its end
 
 # Kinds of swap (the second argument of __weaverSwap).
 _WHOLE, _APPEND, _PROGRESS, _DONE, _ERROR = range(5)
@@ -128,10 +131,11 @@ class InlineSlots:
         self._make = make_producer
         self._max_pending_bytes = max_pending_bytes
         self._pending_bytes = 0
-        # Bounded by bytes, not count: past max_pending_bytes queued, the slot that would
-        # add more fails instead (overflow policy FAIL_SLOT: slot-error "error", the
-        # fallback stays); ends and markers are tiny and one per slot event.
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        # Bounded by bytes and by count: past max_pending_bytes of HTML or
+        # MAX_PENDING_EVENTS events queued, the slot that would add more fails instead
+        # (overflow policy FAIL_SLOT: slot-error "error", the fallback stays). MAX_SLOTS
+        # places are kept for the slots' ends, so an end always fits.
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(MAX_PENDING_EVENTS + MAX_SLOTS)
         self._group = asyncio.TaskGroup()
         self._tasks: list[asyncio.Task[None]] = []
         self._started: set[str] = set()
@@ -161,6 +165,9 @@ class InlineSlots:
         for slot, url, timeout_s in slots:
             if slot in self._started:
                 continue
+            if len(self._started) >= MAX_SLOTS:
+                log.warning("inline slot %s keeps its fallback: over %d slots", slot, MAX_SLOTS)
+                continue
             self._started.add(slot)
             self._open += 1
             producer = self._make(slot, url, timeout_s)
@@ -171,6 +178,8 @@ class InlineSlots:
             size = len(event.html) if isinstance(event, Append | Replace) else 0
             if self._pending_bytes + size > self._max_pending_bytes:
                 raise InlineOverflow(slot, f"over {self._max_pending_bytes} bytes queued")
+            if self._queue.qsize() >= MAX_PENDING_EVENTS:  # the rest is kept for ends
+                raise InlineOverflow(slot, f"over {MAX_PENDING_EVENTS} events queued")
             self._pending_bytes += size
             self._queue.put_nowait((slot, event))
 

@@ -18,6 +18,7 @@ from http.cookies import SimpleCookie
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 from websockets.asyncio.client import connect
@@ -25,10 +26,12 @@ from websockets.asyncio.client import connect
 from tests.integration.harness import TOKEN, html
 from tests.servers import Handler, serve_app
 from weaver.config.load import build_config
+from weaver.proxy import inline as inline_module
 from weaver.proxy.app import build_app
 from weaver.proxy.conductor import BOOTSTRAP
 from weaver.proxy.edge import EDGE_KEY
-from weaver.proxy.inline import SWAP_SCRIPT
+from weaver.proxy.inline import SWAP_SCRIPT, InlineSlots
+from weaver.session.slots import Append, Emit, SlotEnd, SlotProducer
 
 SHELL = (
     "<!doctype html><html><body><h1>shop</h1>"
@@ -366,3 +369,25 @@ async def test_a_visitor_who_leaves_mid_tail_cancels_the_slot_fetches() -> None:
                     break  # the fast slot came; the visitor leaves before the slow one
         await origin.slow_cancelled.wait()  # Weaver closed the slow slot's origin request
     assert not origin.release_of("gone").is_set()
+
+
+async def test_a_slot_that_queues_too_many_events_fails_and_the_others_still_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Tiny appends stay far under the byte bound; the count bound fails the slot instead
+    # (FAIL_SLOT: its end says "error"), and every slot's end still fits in the queue.
+    monkeypatch.setattr(inline_module, "MAX_PENDING_EVENTS", 5)
+
+    def make(slot: str, url: str, timeout_s: float) -> SlotProducer:
+        async def produce(emit: Emit) -> None:
+            for i in range(10 if slot == "chatty" else 1):
+                emit(Append(f"<i>{i}</i>"))
+
+        return produce
+
+    async with asyncio.timeout(5), InlineSlots(make) as inline:
+        inline.start([("quiet", "/q", 1.0), ("chatty", "/c", 1.0)])
+        tail = b"".join([chunk async for chunk in inline.tail()])
+    assert inline_module.end_call("chatty", SlotEnd.ERROR, was_whole=False) in tail
+    assert inline_module.end_call("quiet", None, was_whole=False) in tail
+    assert b"<i>9</i>" not in tail  # the chatty slot was cut at the bound
