@@ -69,9 +69,9 @@ from weaver.config.schema import OriginConfig, RouteConfig
 from weaver.proxy.edge import Edge
 from weaver.proxy.errors import OriginError
 from weaver.proxy.forwarding import Peer, strip_hop_by_hop
+from weaver.proxy.http1 import BodyFraming
 from weaver.proxy.pages import error_page, origin_error_page
 from weaver.proxy.upgrade_head import (
-    BodyFraming,
     ResponseHead,
     authority,
     origin_request_head,

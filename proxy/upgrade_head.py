@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
 from multidict import CIMultiDict, MultiMapping
 
 from weaver.proxy.forwarding import Peer, add_forwarding
+from weaver.proxy.http1 import BodyFraming
 from weaver.session.auth import strip_session_cookie
 
 # Not forwarded from the visitor: the hop-by-hop headers (RFC 9110 §7.6.1) other than
@@ -45,15 +45,6 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[\t ]*(?:;[^\r\n]*)?")
 _DIGITS = re.compile(r"[0-9]{1,18}")
-
-
-class BodyFraming(Enum):
-    """How a response's body ends (RFC 9112 §6.3)."""
-
-    NONE = "none"
-    LENGTH = "length"
-    CHUNKED = "chunked"
-    UNTIL_CLOSE = "until-close"
 
 
 @dataclass(frozen=True, slots=True)

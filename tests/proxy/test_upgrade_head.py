@@ -4,8 +4,8 @@ import pytest
 from multidict import CIMultiDict
 
 from weaver.proxy.forwarding import Peer
+from weaver.proxy.http1 import BodyFraming
 from weaver.proxy.upgrade_head import (
-    BodyFraming,
     authority,
     is_upgrade_request,
     origin_request_head,
