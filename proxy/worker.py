@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import logging
 import signal
-import sys
 from collections.abc import Callable, Sequence
 
 from weaver.config.errors import ConfigError, WeaverError
@@ -158,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         load = loader(args.config, args.http_port, args.session_port)
         run(lambda: serve_file(load, reuse_port=True, announce=announce))
     except (ConfigError, WeaverError, OSError) as exc:
-        print(f"weaver worker: {exc}", file=sys.stderr)  # noqa: T201
+        log.error("weaver worker: %s", exc)
         raise SystemExit(2) from None
 
 
