@@ -186,7 +186,7 @@ class RedisBus:
                 self._started.set()  # start() waits for the first attempt only
                 try:
                     async with asyncio.timeout(self.config.timeout_s):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py
+                        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # redis-py < 8.2 is untyped here
                 except (RedisError, OSError, TimeoutError):
                     pass
             attempt += 1
