@@ -65,8 +65,10 @@ from weaver.proxy.scanner_grammar import (
     LONGEST_PREFIX,
     OPAQUE_ENDS,
     START,
+    START_CREDIT,
     START_IN_COMMENT,
     TAG,
+    find_start,
     malformed_esi,
     may_become_esi,
     parse_attrs,
@@ -152,6 +154,7 @@ class Scanner:
     def _scan(self, data: bytes, events: list[Event], *, is_final: bool) -> None:
         pos = 0
         size = len(data)
+        credit = START_CREDIT
         while pos < size:
             if self._opaque_end is not None:
                 next_pos = self._opaque(data, pos, pos, events, is_final=is_final)
@@ -159,7 +162,7 @@ class Scanner:
                     return
                 pos = next_pos
                 continue
-            match = self._pattern().search(data, pos)
+            match, credit = find_start(self._pattern(), data, pos, credit)
             if match is None:
                 end = size if is_final else safe_end(data, pos)
                 self._emit(data[pos:end], events)

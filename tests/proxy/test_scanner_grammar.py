@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from weaver.proxy.scanner_grammar import (
+    IN_REMOVE,
+    IN_REMOVE_IN_COMMENT,
+    LONGEST_TOKEN,
+    MARKER_REACH,
+    MARKERS,
     PREFIXES,
     START,
+    START_CREDIT,
+    START_IN_COMMENT,
     TAG,
+    find_start,
     malformed_esi,
     may_become_esi,
     parse_attrs,
@@ -115,3 +127,58 @@ def test_a_whole_tag_reads_its_parts() -> None:
     tag = TAG.fullmatch(b'</ESI:include a="1" />')
     assert tag is not None
     assert tag.groups() == (b"/", b"ESI:include", b' a="1"', b"/")
+
+
+PATTERNS = (START, START_IN_COMMENT, IN_REMOVE, IN_REMOVE_IN_COMMENT)
+# Pieces that make tokens, near-tokens and marker bytes that are no token, in any case.
+PIECES = (
+    b"<",
+    b"/",
+    b"esi:",
+    b"ESI:",
+    b"Esi",
+    b"weaver-",
+    b"WEAVER-",
+    b"!--",
+    b"!--esi",
+    b"-->",
+    b"![CDATA[",
+    b"![cdata[",
+    b":",
+    b"!",
+    b"-",
+    b"--",
+    b"data-x",
+    b"a:b",
+    b"<!doctype>",
+    b"<p>",
+    b"text ",
+    b"x" * 40,
+)
+documents = st.lists(st.sampled_from(PIECES), max_size=60).map(b"".join)
+
+
+@given(documents, st.integers(min_value=0, max_value=400), st.sampled_from(PATTERNS))
+def test_find_start_finds_what_the_regex_finds(
+    data: bytes, pos: int, pattern: re.Pattern[bytes]
+) -> None:
+    for credit in (START_CREDIT, 0, -1):  # markers, markers past their credit, regex alone
+        match, _ = find_start(pattern, data, pos, credit)
+        expected = pattern.search(data, pos)
+        assert (match and match.span()) == (expected and expected.span())
+
+
+def test_every_token_holds_a_marker_within_reach() -> None:
+    for token in PREFIXES:
+        first = min(token.find(m) for m in MARKERS if m in token)
+        assert 0 <= first <= MARKER_REACH
+        assert len(token) <= LONGEST_TOKEN
+
+
+def test_find_start_gives_up_on_dense_markers_and_says_so() -> None:
+    data = b'<p class="a-b">' * 400 + b"<esi:include src=/x/>"
+    match, credit = find_start(START, data, 0, START_CREDIT)
+    assert match is not None and match.group() == b"<esi:"
+    assert credit < 0  # the caller searches the rest of this chunk with the regex alone
+    plain = b"<p>no markers here</p>" * 400
+    assert find_start(START, plain, 0, START_CREDIT) == (None, START_CREDIT + len(plain))
