@@ -84,7 +84,7 @@ def test_unsubscribing_forgets_the_channel_on_both_sides() -> None:
     channels.add(held["b"], "x")
     channels.restore(held["b"], ("y",))
     channels.remove("a", "x")
-    assert channels.subscribers == {"x": {"b"}, "y": {"b"}}
+    assert channels.subscribers == {"x": {"b": held["b"]}, "y": {"b": held["b"]}}
     channels.remove("gone", "x")
     assert held["a"].channels == set() and held["b"].channels == {"x", "y"}
 
@@ -96,5 +96,5 @@ def test_a_dropped_session_leaves_the_subscribers_but_keeps_its_channels() -> No
     channels.add(held["b"], "x")
     channels.restore(held["b"], ("y",))
     channels.forget(held["b"])
-    assert channels.subscribers == {"x": {"a"}}
+    assert channels.subscribers == {"x": {"a": held["a"]}}
     assert held["b"].channels == {"x", "y"}  # a resume elsewhere keeps them
