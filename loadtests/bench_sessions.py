@@ -226,6 +226,23 @@ async def publish(http: aiohttp.ClientSession, url: str, data: dict[str, Any]) -
         return delivered
 
 
+def kernel_net_counters() -> dict[str, int]:
+    """Machine-wide: packets the kernel dropped from its per-CPU input backlog
+    (``/proc/net/softnet_stat``, every CPU), and TCP's retransmission timeouts
+    (``/proc/net/netstat`` TCPTimeouts). A loopback frame dropped there arrives a
+    retransmission timeout later (200 ms and more): the fan-out's tail."""
+    drops = 0
+    for line in Path("/proc/net/softnet_stat").read_text().splitlines():
+        drops += int(line.split()[1], 16)
+    timeouts = 0
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            fields = dict(zip(names.split()[1:], values.split()[1:], strict=True))
+            timeouts = int(fields.get("TCPTimeouts", 0))
+    return {"backlog_drops": drops, "tcp_timeouts": timeouts}
+
+
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
@@ -261,27 +278,40 @@ async def sessions_round(
         )
         figures["spread"] = sessions_per_pid(weaver_pids, session_port)
         url = f"http://127.0.0.1:{weaver_port}/_weaver/publish"
+        net_before = kernel_net_counters()
         async with aiohttp.ClientSession() as http:
             subscribed = total
+            short = 0
             for n in range(publishes):
                 subscribed = min(subscribed, await publish(http, url, {"t": time.time(), "n": n}))
+                # Each client reads this one before the next is published: its arrival
+                # is then the only message of its read, timed exactly (ws_swarm.py).
+                waited = await swarm.ask(f"{total} publish {n}", "wait", n + 1, 10.0)
+                short += sum(waited)
                 await asyncio.sleep(0.05)
             figures["load_fanout"] = load()
             await publish(http, url, {"t": time.time(), "fanout": True})
-            await asyncio.sleep(1.0)
+            await swarm.ask(f"{total} fan-out", "wait", publishes + 1, 10.0)
+            await asyncio.sleep(0.2)
+            figures["short"] = short
+        net_after = kernel_net_counters()
+        figures["net"] = {k: net_after[k] - v for k, v in net_before.items()}
         figures["subscribed"] = subscribed
         kernel: list[float] = []
         user: list[float] = []
         fanout_kernel: list[float] = []
         fanout_user: list[float] = []
         expected = total * publishes
+        last_by_publish: dict[int, float] = {}  # publication n -> its last arrival
+        inexact = 0  # messages timed by a later one's arrival (ws_swarm.py)
         collect_until = time.monotonic() + deadline_s  # a slow bus is slow, not lost
         while True:
             errors: dict[str, int] = {}
             for received, failed in await swarm.ask(f"{total} collect", "collect"):
                 for why, n in failed.items():
                     errors[why] = errors.get(why, 0) + n
-                for kernel_t, user_t, raw in received:
+                for kernel_t, user_t, raw, is_exact in received:
+                    inexact += not is_exact
                     data = orjson.loads(raw)
                     if data.get("fanout"):
                         fanout_kernel.append(kernel_t - data["t"])
@@ -289,6 +319,8 @@ async def sessions_round(
                     else:
                         kernel.append(kernel_t - data["t"])
                         user.append(user_t - data["t"])
+                        last = last_by_publish.get(data["n"], 0.0)
+                        last_by_publish[data["n"]] = max(last, kernel_t - data["t"])
             if len(kernel) >= expected and len(fanout_kernel) >= total:
                 break
             if time.monotonic() > collect_until:
@@ -303,11 +335,15 @@ async def sessions_round(
                 f"{total} publish: {len(kernel)} of {expected} messages and "
                 f"{len(fanout_kernel)} of {total} fan-out messages arrived (duplicates)"
             )
+        figures["inexact"] = inexact
         figures["p50_ms"] = percentile(kernel, 0.5) * 1000
         figures["p99_ms"] = percentile(kernel, 0.99) * 1000
         figures["p99_user_ms"] = percentile(user, 0.99) * 1000
         figures["fanout_ms"] = max(fanout_kernel) * 1000
         figures["fanout_user_ms"] = max(fanout_user) * 1000
+        lasts = sorted(last_by_publish.values())
+        figures["last_median_ms"] = statistics.median(lasts) * 1000
+        figures["last_max_ms"] = lasts[-1] * 1000
         await swarm.ask(f"{total} drop", "drop")
         figures["load_storm"] = load()
         storm = await swarm.connect(f"{total} reconnect storm", total, is_resume=True)
@@ -358,7 +394,13 @@ def round_text(total: int, f: dict[str, Any]) -> str:
         f"{f['connect_s']:.1f} s; {spread_text(f['spread'])}; RSS "
         f"{f['per_session_kb']:.1f} KB per idle session (target <= 30); publish->arrival "
         f"p50 {f['p50_ms']:.2f} ms p99 {f['p99_ms']:.2f} ms (read by the client: p99 "
-        f"{f['p99_user_ms']:.2f} ms); fan-out to all in {f['fanout_ms']:.1f} ms "
+        f"{f['p99_user_ms']:.2f} ms; a publication's last arrival: median "
+        f"{f['last_median_ms']:.1f} ms, max {f['last_max_ms']:.1f} ms; meanwhile the "
+        f"machine's kernel dropped {f['net']['backlog_drops']} input packets and had "
+        f"{f['net']['tcp_timeouts']} TCP retransmission timeouts; {f['inexact']} "
+        f"timed inexactly, {f['short']} not read before the next publication); "
+        "fan-out to all in "
+        f"{f['fanout_ms']:.1f} ms "
         f"(read: {f['fanout_user_ms']:.1f} ms) [{f['load_fanout']}]; "
         f"reconnect storm: all {f['storm_resumed']} resumed in "
         f"{f['storm_s']:.1f} s [{f['load_storm']}]; "
