@@ -23,6 +23,11 @@ Fails loudly: each phase has ``--phase-deadline`` (120 s); a phase that does not
 prints what failed (sockets open, errors by kind), a client process that dies or stalls
 is named, every process is killed at the end, and the exit status is 1.
 
+Each publication is read by every client before the next is published (so its arrival
+is timed exactly: loadtests/ws_swarm.py); ``--quiet-clients`` also keeps the clients
+from reading while a publication is sent, so that on a small machine they take no CPU
+from the server meanwhile (clients elsewhere would not).
+
 Run: ``python -m loadtests.bench_sessions [--repeat 3]`` (about a minute a run).
 ``--listen-backlog 100 --handshake-timeout 10s`` reproduces websockets' defaults.
 
@@ -260,6 +265,7 @@ async def sessions_round(
     total: int,
     publishes: int,
     deadline_s: float,
+    is_quiet: bool = False,
 ) -> dict[str, Any]:
     """``total`` sessions connect at once, then: RSS per idle session; ``publishes``
     publications (p50/p99 publish -> arrival); one fan-out (to the last arrival); then
@@ -283,6 +289,8 @@ async def sessions_round(
             subscribed = total
             short = 0
             for n in range(publishes):
+                if is_quiet:  # the clients read after the POST's answer (ws_swarm "hold")
+                    await swarm.ask(f"{total} hold {n}", "hold")
                 subscribed = min(subscribed, await publish(http, url, {"t": time.time(), "n": n}))
                 # Each client reads this one before the next is published: its arrival
                 # is then the only message of its read, timed exactly (ws_swarm.py).
@@ -290,6 +298,8 @@ async def sessions_round(
                 short += sum(waited)
                 await asyncio.sleep(0.05)
             figures["load_fanout"] = load()
+            if is_quiet:
+                await swarm.ask(f"{total} hold", "hold")
             await publish(http, url, {"t": time.time(), "fanout": True})
             await swarm.ask(f"{total} fan-out", "wait", publishes + 1, 10.0)
             await asyncio.sleep(0.2)
@@ -672,7 +682,12 @@ async def disconnect_round(weaver_port: int, origin_port: int, rounds: int) -> l
 
 
 async def run(
-    sizes: list[int], publishes: int, repeat: int, deadline_s: float, listen: dict[str, Any]
+    sizes: list[int],
+    publishes: int,
+    repeat: int,
+    deadline_s: float,
+    listen: dict[str, Any],
+    is_quiet: bool = False,
 ) -> int:
     failures = 0
     for attempt in range(1, repeat + 1):
@@ -695,7 +710,13 @@ async def run(
                 for total in sizes:
                     try:
                         f = await sessions_round(
-                            [weaver.pid], weaver_port, session_port, total, publishes, deadline_s
+                            [weaver.pid],
+                            weaver_port,
+                            session_port,
+                            total,
+                            publishes,
+                            deadline_s,
+                            is_quiet,
                         )
                     except BenchFailure as exc:
                         failures += 1
@@ -725,6 +746,12 @@ def main() -> None:
         "--handshake-timeout", help='session.handshake_timeout, e.g. "10s" (websockets\' default)'
     )
     parser.add_argument(
+        "--quiet-clients",
+        action="store_true",
+        help="the clients read nothing while a publication is sent (as clients on other "
+        "machines take no CPU from the server); one process (no --workers) only",
+    )
+    parser.add_argument(
         "--workers",
         help="e.g. 1,2: `weaver serve` with 1 process (memory bus) then 2 workers (Redis "
         "bus), in one run; 1r is 1 process on the Redis bus (see the module docstring)",
@@ -742,7 +769,9 @@ def main() -> None:
             run_setups(setups, sizes, args.publishes, args.repeat, args.phase_deadline, listen)
         )
     else:
-        failures = asyncio.run(run(sizes, args.publishes, args.repeat, args.phase_deadline, listen))
+        failures = asyncio.run(
+            run(sizes, args.publishes, args.repeat, args.phase_deadline, listen, args.quiet_clients)
+        )
     raise SystemExit(1 if failures else 0)
 
 

@@ -21,7 +21,10 @@ all abruptly (RST, as a node restart does); ``("collect",)`` answers the message
 received since the last collect and the errors of the sockets that failed so far;
 ``("wait", n, timeout_s)`` answers ``("waited", short)`` once every open client has
 read n channel messages since it connected, or after ``timeout_s`` (``short``: how many
-had not); ``("exit",)``. Every phase has a deadline; a phase past it answers with what failed
+had not); ``("hold",)`` answers ``("holding",)`` and reads nothing until the next
+command (the parent publishes meanwhile: the clients then take no CPU from the server
+while it sends, as clients on other machines would not; the kernel's stamps are the
+same); ``("exit",)``. Every phase has a deadline; a phase past it answers with what failed
 rather than hanging.
 """
 
@@ -279,11 +282,13 @@ def run(
             short = [c for c in short if c.sock is not None and c.messages < messages]
         return len(short)
 
+    is_holding = False
     while True:
-        if not commands.poll(0):
+        if not is_holding and not commands.poll(0):
             pump(time.monotonic() + 0.5)
             continue
-        command = commands.recv()
+        command = commands.recv()  # holding: blocks, reading nothing, until the next
+        is_holding = False
         if command[0] == "connect":
             commands.send(("ready", connect_all(is_resume=command[1])))
         elif command[0] == "drop":
@@ -303,6 +308,9 @@ def run(
             received.clear()
         elif command[0] == "wait":
             commands.send(("waited", wait_for(command[1], command[2])))
+        elif command[0] == "hold":
+            is_holding = True
+            commands.send(("holding", None))
         elif command[0] == "exit":
             for client in clients:
                 close(client)
