@@ -23,6 +23,11 @@ Fails loudly: each phase has ``--phase-deadline`` (120 s); a phase that does not
 prints what failed (sockets open, errors by kind), a client process that dies or stalls
 is named, every process is killed at the end, and the exit status is 1.
 
+Each publication is read by every client before the next is published (so its arrival
+is timed exactly: loadtests/ws_swarm.py); ``--quiet-clients`` also keeps the clients
+from reading while a publication is sent, so that on a small machine they take no CPU
+from the server meanwhile (clients elsewhere would not).
+
 Run: ``python -m loadtests.bench_sessions [--repeat 3]`` (about a minute a run).
 ``--listen-backlog 100 --handshake-timeout 10s`` reproduces websockets' defaults.
 
@@ -226,6 +231,23 @@ async def publish(http: aiohttp.ClientSession, url: str, data: dict[str, Any]) -
         return delivered
 
 
+def kernel_net_counters() -> dict[str, int]:
+    """Machine-wide: packets the kernel dropped from its per-CPU input backlog
+    (``/proc/net/softnet_stat``, every CPU), and TCP's retransmission timeouts
+    (``/proc/net/netstat`` TCPTimeouts). A loopback frame dropped there arrives a
+    retransmission timeout later (200 ms and more): the fan-out's tail."""
+    drops = 0
+    for line in Path("/proc/net/softnet_stat").read_text().splitlines():
+        drops += int(line.split()[1], 16)
+    timeouts = 0
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            fields = dict(zip(names.split()[1:], values.split()[1:], strict=True))
+            timeouts = int(fields.get("TCPTimeouts", 0))
+    return {"backlog_drops": drops, "tcp_timeouts": timeouts}
+
+
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
@@ -243,6 +265,7 @@ async def sessions_round(
     total: int,
     publishes: int,
     deadline_s: float,
+    is_quiet: bool = False,
 ) -> dict[str, Any]:
     """``total`` sessions connect at once, then: RSS per idle session; ``publishes``
     publications (p50/p99 publish -> arrival); one fan-out (to the last arrival); then
@@ -261,27 +284,44 @@ async def sessions_round(
         )
         figures["spread"] = sessions_per_pid(weaver_pids, session_port)
         url = f"http://127.0.0.1:{weaver_port}/_weaver/publish"
+        net_before = kernel_net_counters()
         async with aiohttp.ClientSession() as http:
             subscribed = total
+            short = 0
             for n in range(publishes):
+                if is_quiet:  # the clients read after the POST's answer (ws_swarm "hold")
+                    await swarm.ask(f"{total} hold {n}", "hold")
                 subscribed = min(subscribed, await publish(http, url, {"t": time.time(), "n": n}))
+                # Each client reads this one before the next is published: its arrival
+                # is then the only message of its read, timed exactly (ws_swarm.py).
+                waited = await swarm.ask(f"{total} publish {n}", "wait", n + 1, 10.0)
+                short += sum(waited)
                 await asyncio.sleep(0.05)
             figures["load_fanout"] = load()
+            if is_quiet:
+                await swarm.ask(f"{total} hold", "hold")
             await publish(http, url, {"t": time.time(), "fanout": True})
-            await asyncio.sleep(1.0)
+            await swarm.ask(f"{total} fan-out", "wait", publishes + 1, 10.0)
+            await asyncio.sleep(0.2)
+            figures["short"] = short
+        net_after = kernel_net_counters()
+        figures["net"] = {k: net_after[k] - v for k, v in net_before.items()}
         figures["subscribed"] = subscribed
         kernel: list[float] = []
         user: list[float] = []
         fanout_kernel: list[float] = []
         fanout_user: list[float] = []
         expected = total * publishes
+        last_by_publish: dict[int, float] = {}  # publication n -> its last arrival
+        inexact = 0  # messages timed by a later one's arrival (ws_swarm.py)
         collect_until = time.monotonic() + deadline_s  # a slow bus is slow, not lost
         while True:
             errors: dict[str, int] = {}
             for received, failed in await swarm.ask(f"{total} collect", "collect"):
                 for why, n in failed.items():
                     errors[why] = errors.get(why, 0) + n
-                for kernel_t, user_t, raw in received:
+                for kernel_t, user_t, raw, is_exact in received:
+                    inexact += not is_exact
                     data = orjson.loads(raw)
                     if data.get("fanout"):
                         fanout_kernel.append(kernel_t - data["t"])
@@ -289,6 +329,8 @@ async def sessions_round(
                     else:
                         kernel.append(kernel_t - data["t"])
                         user.append(user_t - data["t"])
+                        last = last_by_publish.get(data["n"], 0.0)
+                        last_by_publish[data["n"]] = max(last, kernel_t - data["t"])
             if len(kernel) >= expected and len(fanout_kernel) >= total:
                 break
             if time.monotonic() > collect_until:
@@ -303,11 +345,15 @@ async def sessions_round(
                 f"{total} publish: {len(kernel)} of {expected} messages and "
                 f"{len(fanout_kernel)} of {total} fan-out messages arrived (duplicates)"
             )
+        figures["inexact"] = inexact
         figures["p50_ms"] = percentile(kernel, 0.5) * 1000
         figures["p99_ms"] = percentile(kernel, 0.99) * 1000
         figures["p99_user_ms"] = percentile(user, 0.99) * 1000
         figures["fanout_ms"] = max(fanout_kernel) * 1000
         figures["fanout_user_ms"] = max(fanout_user) * 1000
+        lasts = sorted(last_by_publish.values())
+        figures["last_median_ms"] = statistics.median(lasts) * 1000
+        figures["last_max_ms"] = lasts[-1] * 1000
         await swarm.ask(f"{total} drop", "drop")
         figures["load_storm"] = load()
         storm = await swarm.connect(f"{total} reconnect storm", total, is_resume=True)
@@ -358,7 +404,13 @@ def round_text(total: int, f: dict[str, Any]) -> str:
         f"{f['connect_s']:.1f} s; {spread_text(f['spread'])}; RSS "
         f"{f['per_session_kb']:.1f} KB per idle session (target <= 30); publish->arrival "
         f"p50 {f['p50_ms']:.2f} ms p99 {f['p99_ms']:.2f} ms (read by the client: p99 "
-        f"{f['p99_user_ms']:.2f} ms); fan-out to all in {f['fanout_ms']:.1f} ms "
+        f"{f['p99_user_ms']:.2f} ms; a publication's last arrival: median "
+        f"{f['last_median_ms']:.1f} ms, max {f['last_max_ms']:.1f} ms; meanwhile the "
+        f"machine's kernel dropped {f['net']['backlog_drops']} input packets and had "
+        f"{f['net']['tcp_timeouts']} TCP retransmission timeouts; {f['inexact']} "
+        f"timed inexactly, {f['short']} not read before the next publication); "
+        "fan-out to all in "
+        f"{f['fanout_ms']:.1f} ms "
         f"(read: {f['fanout_user_ms']:.1f} ms) [{f['load_fanout']}]; "
         f"reconnect storm: all {f['storm_resumed']} resumed in "
         f"{f['storm_s']:.1f} s [{f['load_storm']}]; "
@@ -630,7 +682,12 @@ async def disconnect_round(weaver_port: int, origin_port: int, rounds: int) -> l
 
 
 async def run(
-    sizes: list[int], publishes: int, repeat: int, deadline_s: float, listen: dict[str, Any]
+    sizes: list[int],
+    publishes: int,
+    repeat: int,
+    deadline_s: float,
+    listen: dict[str, Any],
+    is_quiet: bool = False,
 ) -> int:
     failures = 0
     for attempt in range(1, repeat + 1):
@@ -653,7 +710,13 @@ async def run(
                 for total in sizes:
                     try:
                         f = await sessions_round(
-                            [weaver.pid], weaver_port, session_port, total, publishes, deadline_s
+                            [weaver.pid],
+                            weaver_port,
+                            session_port,
+                            total,
+                            publishes,
+                            deadline_s,
+                            is_quiet,
                         )
                     except BenchFailure as exc:
                         failures += 1
@@ -683,6 +746,12 @@ def main() -> None:
         "--handshake-timeout", help='session.handshake_timeout, e.g. "10s" (websockets\' default)'
     )
     parser.add_argument(
+        "--quiet-clients",
+        action="store_true",
+        help="the clients read nothing while a publication is sent (as clients on other "
+        "machines take no CPU from the server); one process (no --workers) only",
+    )
+    parser.add_argument(
         "--workers",
         help="e.g. 1,2: `weaver serve` with 1 process (memory bus) then 2 workers (Redis "
         "bus), in one run; 1r is 1 process on the Redis bus (see the module docstring)",
@@ -700,7 +769,9 @@ def main() -> None:
             run_setups(setups, sizes, args.publishes, args.repeat, args.phase_deadline, listen)
         )
     else:
-        failures = asyncio.run(run(sizes, args.publishes, args.repeat, args.phase_deadline, listen))
+        failures = asyncio.run(
+            run(sizes, args.publishes, args.repeat, args.phase_deadline, listen, args.quiet_clients)
+        )
     raise SystemExit(1 if failures else 0)
 
 

@@ -8,11 +8,23 @@ arrival is the kernel's receive timestamp (``SO_TIMESTAMPNS``), so the figure is
 server's frame reached the client, not when a busy client process got round to it (the
 user-space time is kept too).
 
+The kernel stamps what a read returns with the arrival of its last segment (TCP
+coalesces segments queued unread, keeping the newest stamp), so a message is timed
+exactly only when it is the one message a read returned: a message that waited unread
+for the next one would take the next one's arrival. Each received message says whether
+its time is exact; the parent waits for every client to have read a publication
+(``wait``) before it publishes the next, so that they are.
+
 The parent drives it through a pipe: ``("connect", last_seqs | None)`` opens every socket
 at once (no pacing: a storm) and answers ``("ready", report)``; ``("drop",)`` closes them
 all abruptly (RST, as a node restart does); ``("collect",)`` answers the messages
 received since the last collect and the errors of the sockets that failed so far;
-``("exit",)``. Every phase has a deadline; a phase past it answers with what failed
+``("wait", n, timeout_s)`` answers ``("waited", short)`` once every open client has
+read n channel messages since it connected, or after ``timeout_s`` (``short``: how many
+had not); ``("hold",)`` answers ``("holding",)`` and reads nothing until the next
+command (the parent publishes meanwhile: the clients then take no CPU from the server
+while it sends, as clients on other machines would not; the kernel's stamps are the
+same); ``("exit",)``. Every phase has a deadline; a phase past it answers with what failed
 rather than hanging.
 """
 
@@ -46,7 +58,17 @@ def client_frame(payload: bytes, opcode: int = 1) -> bytes:
 
 
 class Client:
-    __slots__ = ("buffer", "error", "hello", "index", "last_seq", "sock", "state", "token")
+    __slots__ = (
+        "buffer",
+        "error",
+        "hello",
+        "index",
+        "last_seq",
+        "messages",
+        "sock",
+        "state",
+        "token",
+    )
 
     def __init__(self, index: int, token: str) -> None:
         self.index = index
@@ -57,6 +79,7 @@ class Client:
         self.last_seq = 0
         self.hello: dict[str, Any] | None = None
         self.error: str | None = None
+        self.messages = 0  # channel messages read since it connected
 
 
 def _frames(client: Client) -> list[tuple[int, bytes]]:
@@ -94,7 +117,8 @@ def run(
     clients = [Client(i, token) for i, token in enumerate(tokens)]
     by_fd: dict[int, Client] = {}
     epoll = select.epoll()
-    received: list[tuple[float, float, bytes]] = []  # kernel time, user time, data JSON
+    # kernel time, user time, data JSON, whether the kernel time is exact (module docstring)
+    received: list[tuple[float, float, bytes, bool]] = []
     request = (
         f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -116,8 +140,10 @@ def run(
             client.sock.close()
             client.sock = None
 
-    def on_frames(client: Client, kernel_t: float, user_t: float) -> None:
-        for opcode, payload in _frames(client):
+    def on_frames(client: Client, kernel_t: float, user_t: float, had_bytes: bool) -> None:
+        frames = _frames(client)
+        is_exact = not had_bytes and not client.buffer and len(frames) == 1
+        for opcode, payload in frames:
             if opcode == 0x9:  # ping: pong (the server closes a silent client)
                 assert client.sock is not None
                 client.sock.send(client_frame(payload, 0xA))
@@ -135,7 +161,8 @@ def run(
                     continue
                 client.last_seq = message["seq"]
                 if message["type"] == "message":
-                    received.append((kernel_t, user_t, orjson.dumps(message["data"])))
+                    client.messages += 1
+                    received.append((kernel_t, user_t, orjson.dumps(message["data"]), is_exact))
 
     def readable(client: Client) -> None:
         assert client.sock is not None
@@ -155,6 +182,7 @@ def run(
         if not data:
             fail(client, f"connection closed by the server in state {client.state}")
             return
+        had_bytes = bool(client.buffer)
         client.buffer += data
         if client.state == UPGRADING:
             head, sep, rest = client.buffer.partition(b"\r\n\r\n")
@@ -170,13 +198,15 @@ def run(
             if client.hello is not None:
                 hello["session"] = client.hello["session"]
             client.sock.send(client_frame(orjson.dumps(hello)))
-        on_frames(client, kernel_t, user_t)
+            had_bytes = False
+        on_frames(client, kernel_t, user_t, had_bytes)
 
     def connect_all(is_resume: bool) -> dict[str, Any]:
         started = time.monotonic()
         previous = {c.index: (c.hello or {}).get("session") for c in clients}
         for client in clients:
             client.state, client.buffer, client.error = CONNECTING, b"", None
+            client.messages = 0
             if not is_resume:
                 client.hello, client.last_seq = None, 0
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -236,16 +266,29 @@ def run(
         while time.monotonic() < until:
             if commands.poll(0):
                 return
-            for fd, _ in epoll.poll(0.02):
-                client = by_fd.get(fd)
-                if client is not None and client.sock is not None:
-                    readable(client)
+            read_ready(0.02)
 
+    def read_ready(timeout_s: float) -> None:
+        for fd, _ in epoll.poll(timeout_s):
+            client = by_fd.get(fd)
+            if client is not None and client.sock is not None:
+                readable(client)
+
+    def wait_for(messages: int, timeout_s: float) -> int:
+        until = time.monotonic() + timeout_s
+        short = [c for c in clients if c.sock is not None and c.messages < messages]
+        while short and time.monotonic() < until:
+            read_ready(0.005)
+            short = [c for c in short if c.sock is not None and c.messages < messages]
+        return len(short)
+
+    is_holding = False
     while True:
-        if not commands.poll(0):
+        if not is_holding and not commands.poll(0):
             pump(time.monotonic() + 0.5)
             continue
-        command = commands.recv()
+        command = commands.recv()  # holding: blocks, reading nothing, until the next
+        is_holding = False
         if command[0] == "connect":
             commands.send(("ready", connect_all(is_resume=command[1])))
         elif command[0] == "drop":
@@ -263,6 +306,11 @@ def run(
                     errors[client.error] = errors.get(client.error, 0) + 1
             commands.send(("received", (received[:], errors)))
             received.clear()
+        elif command[0] == "wait":
+            commands.send(("waited", wait_for(command[1], command[2])))
+        elif command[0] == "hold":
+            is_holding = True
+            commands.send(("holding", None))
         elif command[0] == "exit":
             for client in clients:
                 close(client)

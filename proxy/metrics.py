@@ -74,21 +74,21 @@ _MESSAGES_IN = SESSION_MESSAGES.labels("in")
 _MESSAGES_OUT = SESSION_MESSAGES.labels("out")
 
 
-def _on_session_event(event: SessionEvent) -> None:
-    if event is SessionEvent.MESSAGE_OUT:  # per recipient of a fan-out: first, cheapest
-        _MESSAGES_OUT.inc()
+def _on_session_event(event: SessionEvent, times: int) -> None:
+    if event is SessionEvent.MESSAGE_OUT:  # once per fan-out (session/stats.py): first
+        _MESSAGES_OUT.inc(times)
         return
     match event:
         case SessionEvent.SOCKET_OPENED:
-            SESSIONS_OPEN.inc()
+            SESSIONS_OPEN.inc(times)
         case SessionEvent.SOCKET_CLOSED:
-            SESSIONS_OPEN.dec()
+            SESSIONS_OPEN.dec(times)
         case SessionEvent.MESSAGE_IN:
-            _MESSAGES_IN.inc()
+            _MESSAGES_IN.inc(times)
         case SessionEvent.OUTBOX_OVERFLOW:
-            OUTBOX_OVERFLOWS.inc()
+            OUTBOX_OVERFLOWS.inc(times)
         case SessionEvent.CLOSE_1013:
-            CLOSES_1013.inc()
+            CLOSES_1013.inc(times)
 
 
 stats.set_listener(_on_session_event)

@@ -45,6 +45,20 @@ def emit_of(
 class Session:
     """One visitor's session on this node: its state, consumers and tasks."""
 
+    __slots__ = (
+        "event_worker",
+        "events",
+        "id",
+        "is_local_only",
+        "outboxes",
+        "pending",
+        "state",
+        "streams",
+        "tasks",
+        "write_shared",
+        "writer",
+    )
+
     def __init__(
         self,
         session_id: str,

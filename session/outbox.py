@@ -54,7 +54,10 @@ class Outbox:
         if self.is_overflowed or seq <= self.last_seq:
             return
         self.last_seq = seq
-        self._put(seq, message)
+        # The fan-out's common case, without a further call: nothing queued, written now.
+        if not self._items and self.direct is not None and self.direct(message):
+            return
+        self._queue(seq, message)
 
     def put_unlogged(self, message: bytes) -> None:
         """A message outside the log (a node's own ``bye``): numbered like ``hello``."""
@@ -81,6 +84,9 @@ class Outbox:
     def _put(self, seq: int, message: bytes) -> None:
         if not self._items and self.direct is not None and self.direct(message):
             return
+        self._queue(seq, message)
+
+    def _queue(self, seq: int, message: bytes) -> None:
         if self._items:  # queueing: a slot's adjacent chunks go as one (session/slots.py)
             merged = merge_append(self._items[-1][1], message, seq)
             if merged is not None:

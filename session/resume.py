@@ -11,6 +11,8 @@ from collections import deque
 
 
 class SessionLog:
+    __slots__ = ("_bytes", "_entries", "last_seq", "max_bytes", "max_messages")
+
     def __init__(self, *, max_messages: int = 256, max_bytes: int = 256 * 1024) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from weaver.session.channels import Channels
 from weaver.session.consumers import Consumers
 from weaver.session.live import Session
+from weaver.session.stats import report_sent
 
 
 class Retention:
@@ -51,6 +52,7 @@ class Retention:
         while True:
             await asyncio.sleep(interval)
             now = self._clock()
+            report_sent()  # messages written outside a fan-out (session/stats.py)
             await self._consumers.touch_attached(now, shared_ttl_s)
             self.expire(now)
 

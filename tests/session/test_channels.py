@@ -84,7 +84,7 @@ def test_unsubscribing_forgets_the_channel_on_both_sides() -> None:
     channels.add(held["b"], "x")
     channels.restore(held["b"], ("y",))
     channels.remove("a", "x")
-    assert channels.subscribers == {"x": {"b"}, "y": {"b"}}
+    assert channels.subscribers == {"x": {"b": held["b"]}, "y": {"b": held["b"]}}
     channels.remove("gone", "x")
     assert held["a"].channels == set() and held["b"].channels == {"x", "y"}
 
@@ -96,5 +96,28 @@ def test_a_dropped_session_leaves_the_subscribers_but_keeps_its_channels() -> No
     channels.add(held["b"], "x")
     channels.restore(held["b"], ("y",))
     channels.forget(held["b"])
-    assert channels.subscribers == {"x": {"a"}}
+    assert channels.subscribers == {"x": {"a": held["a"]}}
     assert held["b"].channels == {"x", "y"}  # a resume elsewhere keeps them
+
+
+def test_a_fan_out_reaches_sessions_in_the_order_they_subscribed() -> None:
+    held = sessions("c", "a", "b", "d")
+    channels = Channels(held, history_size=2)
+    order: list[str] = []
+
+    def recorder(session_id: str) -> Callable[[bytes], bool]:
+        def write(message: bytes) -> bool:
+            order.append(session_id)
+            return True
+
+        return write
+
+    for session_id in ("b", "d", "a", "c"):
+        box = Outbox(max_messages=10, max_bytes=10_000)
+        box.direct = recorder(session_id)
+        held[session_id].outboxes.add(box)
+        channels.add(held[session_id], "x")
+    channels.remove("d", "x")
+    channels.add(held["d"], "x")  # again: now the last
+    channels.on_publication(ChannelMessage("x", b"1"))
+    assert order == ["b", "a", "c", "d"]
