@@ -21,6 +21,12 @@ Streams:
   while another keeps up are cut off (DISCONNECT_LAGGING: their response is aborted,
   they are never sent a body with a hole in it).
 - fill buffer → follower: each follower reads by absolute offset, as fast as its client.
+
+A key whose last fill answered with something that may not be shared (private, not
+storable) is remembered, so that the next requests for it fetch on their own at once
+instead of following a fill only to be refused its answer (Varnish's hit-for-miss);
+their fills still carry the key, and the first shareable answer ends the memory.
+Bounded: past ``max_unshareable`` keys the oldest is forgotten (DROP_OLDEST).
 """
 
 from __future__ import annotations
@@ -286,10 +292,15 @@ class Fills:
     Args:
         expected: errors a fill body raises that are not Weaver's fault (the origin's:
             unreachable, a timeout); they fail the fill and are logged without a trace.
+        max_unshareable: how many keys whose last answer could not be shared are kept.
     """
 
-    def __init__(self, *, expected: tuple[type[Exception], ...] = ()) -> None:
+    def __init__(
+        self, *, expected: tuple[type[Exception], ...] = (), max_unshareable: int = 10_000
+    ) -> None:
         self._expected = expected
+        self._max_unshareable = max_unshareable
+        self._unshareable: dict[str, None] = {}  # insertion-ordered: oldest first
         self._running: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._is_closed = False
@@ -297,6 +308,29 @@ class Fills:
     def joinable(self, key: str) -> Fill | None:
         fill = self._running.get(key)
         return fill if fill is not None and fill.is_joinable else None
+
+    def to_follow(self, key: str) -> Fill | None:
+        """The running fill a new request for ``key`` should follow, if any: none when
+        the key's last answer could not be shared (the request would be refused it)."""
+        fill = self._running.get(key)
+        if fill is None or not fill.is_joinable or key in self._unshareable:
+            return None
+        if _is_shareable(fill) is False:
+            self._remember(key, is_shareable=False)
+            return None
+        return fill
+
+    def is_unshareable(self, key: str) -> bool:
+        """Whether the last fill of ``key`` answered with something that may not be shared."""
+        return key in self._unshareable
+
+    def _remember(self, key: str, *, is_shareable: bool) -> None:
+        if is_shareable:
+            self._unshareable.pop(key, None)
+            return
+        self._unshareable[key] = None
+        if len(self._unshareable) > self._max_unshareable:
+            del self._unshareable[next(iter(self._unshareable))]  # DROP_OLDEST
 
     def start(self, key: str, body: FillBody, *, max_buffer_bytes: int) -> Fill:
         """Start a fill for ``key`` running ``body(fill)``; the caller follows it at once.
@@ -346,3 +380,14 @@ class Fills:
         finally:
             if self._running.get(fill.key) is fill:
                 del self._running[fill.key]
+            is_shareable = _is_shareable(fill)
+            if fill.key and is_shareable is not None:
+                self._remember(fill.key, is_shareable=is_shareable)
+
+
+def _is_shareable(fill: Fill) -> bool | None:
+    """Whether the fill's answer may be shared; None while (or if) it has no head."""
+    head = fill.head
+    if not head.done() or head.cancelled() or head.exception() is not None:
+        return None
+    return head.result().is_shareable

@@ -69,7 +69,7 @@ async def follow(
 ) -> web.StreamResponse:
     """Answer from the running fill for ``plan.key``, or start one and answer from it."""
     request, edge = visit.request, visit.edge
-    fill = edge.fills.joinable(plan.key) if plan.key else None
+    fill = edge.fills.to_follow(plan.key) if plan.key else None
     is_coalesced = fill is not None
     if fill is None:
         fill = start_fill(edge, plan)
