@@ -145,7 +145,7 @@ def middleware(config: Config) -> Middleware:
         finally:
             if not is_counted:
                 metrics.observe_request(route_label(request), "-", status)
-            if fmt is not AccessLogFormat.OFF:
+            if fmt is not AccessLogFormat.OFF and access_log.isEnabledFor(logging.INFO):
                 elapsed = time.perf_counter() - started
                 access_log.info("%s", line(fmt, request, status, response, elapsed))
 

@@ -107,32 +107,63 @@ async def follow(
             inline_headers(response.headers)
         if request.version < HttpVersion11:
             response.force_close()  # an HTTP/1.0 client sees the end of a streamed body
-        tail = b""
+        if not is_inline:  # no slot task group: a plain miss starts no task of its own
+            return await _send(
+                visit,
+                response,
+                follower,
+                compressor,
+                is_page=is_page,
+                started_slots=started_slots,
+                inline=None,
+            )
         async with InlineSlots(slot_producers(visit)) as inline:
-            if is_inline:
-                inline.start(started_slots)  # fetched while the paint streams
-            try:
-                await response.prepare(request)
-                if request.method != "HEAD":
-                    tail = await _stream_body(
-                        response, follower, fill, compressor, is_last=not is_inline
-                    )
-                fill.mark_started()
-                if is_inline:  # the paint has gone: every slot is known, nested ones too
-                    inline.start(fill.slots)
-                    tail = await _stream_inline(response, inline, compressor, tail)
-                elif is_page:  # slots found after the head (nested in fragments)
-                    add_slots(visit, [s for s in fill.slots if s not in started_slots])
-            except BaseException as exc:
-                cancel_suspense(request)  # the client is gone or the page broke off
-                if not isinstance(exc, FillFailed | FollowerLagged):
-                    raise
-                log.warning("response for %s aborted: %s", request.path, exc)
-                if request.transport is not None:
-                    request.transport.abort()  # never end a broken body as if it were whole
-                return response
-            await response.write_eof(tail)
+            inline.start(started_slots)  # fetched while the paint streams
+            return await _send(
+                visit,
+                response,
+                follower,
+                compressor,
+                is_page=is_page,
+                started_slots=started_slots,
+                inline=inline,
+            )
+
+
+async def _send(
+    visit: Visit,
+    response: web.StreamResponse,
+    follower: Follower,
+    compressor: StreamCompressor | None,
+    *,
+    is_page: bool,
+    started_slots: list[tuple[str, str, float]],
+    inline: InlineSlots | None,
+) -> web.StreamResponse:
+    """Send the head and body, then the ``inline`` slots, or start the slots found after
+    the head over the session."""
+    request, fill = visit.request, follower.fill
+    tail = b""
+    try:
+        await response.prepare(request)
+        if request.method != "HEAD":
+            tail = await _stream_body(response, follower, fill, compressor, is_last=inline is None)
+        fill.mark_started()
+        if inline is not None:  # the paint has gone: every slot is known, nested ones too
+            inline.start(fill.slots)
+            tail = await _stream_inline(response, inline, compressor, tail)
+        elif is_page:  # slots found after the head (nested in fragments)
+            add_slots(visit, [s for s in fill.slots if s not in started_slots])
+    except BaseException as exc:
+        cancel_suspense(request)  # the client is gone or the page broke off
+        if not isinstance(exc, FillFailed | FollowerLagged):
+            raise
+        log.warning("response for %s aborted: %s", request.path, exc)
+        if request.transport is not None:
+            request.transport.abort()  # never end a broken body as if it were whole
         return response
+    await response.write_eof(tail)
+    return response
 
 
 async def _stream_inline(
