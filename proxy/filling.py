@@ -72,11 +72,13 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
     """Fetch ``plan.url`` into ``fill``; weave it when it is HTML; store it when allowed."""
     request_time = edge.clock.time()
     started = time.perf_counter()
-    headers = CIMultiDict(plan.headers)
-    if plan.host_header is not None:
-        headers["Host"] = plan.host_header
-    if plan.stale is not None:
-        headers.update(entries.conditional_headers(plan.stale))
+    headers = plan.headers  # sent as planned unless Host or conditionals are added
+    if plan.host_header is not None or plan.stale is not None:
+        headers = CIMultiDict(plan.headers)
+        if plan.host_header is not None:
+            headers["Host"] = plan.host_header
+        if plan.stale is not None:
+            headers.update(entries.conditional_headers(plan.stale))
     async with edge.client.request(plan.method, plan.url, headers=headers) as resp:
         response_time = edge.clock.time()
         if resp.status == 304 and plan.stale is not None:
@@ -157,6 +159,7 @@ async def _weave(
             conductor.close()
     record = weave.record()
     fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
+    fill.channels = list(record.channels)
     if record.dropped:  # once per page, fragments included
         log.warning("%s: ESI markup removed: %s", plan.url, format_drops(dict(record.dropped)))
     metrics.observe_weave(shell_s, record.fragments)
@@ -164,7 +167,7 @@ async def _weave(
         edge.config,
         plan.url,
         fill.head.result().status,
-        server_timing(shell_s, record.fragments, max_bytes=None),
+        lambda: server_timing(shell_s, record.fragments, max_bytes=None),
     )
     return record
 
@@ -210,7 +213,6 @@ async def _weave_into(
         if writer is not None:
             await writer.write(chunk)
         await fill.feed(chunk)
-    fill.channels = list(conductor.weave.record().channels)
 
 
 async def _commit(

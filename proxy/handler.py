@@ -119,9 +119,20 @@ def _plan(visit: Visit, *, key: str, stale: Manifest | None = None) -> FillPlan:
     )
 
 
+_NOT_FOR_FRAGMENTS = ("host", "content-length", "content-type", *ASKED_BY_WEAVER)
+_DROPPED_FOR_FRAGMENTS = tuple(n for n in _NOT_FOR_FRAGMENTS if n != "accept-encoding")
+
+
 def _fragment_headers(shell: CIMultiDict[str]) -> CIMultiDict[str]:
+    """The shell's headers without what a fragment fetch must not carry. Read-only (the
+    conductor copies it per fetch): a fill's shell headers that have nothing to drop, as
+    a GET's usually are, are shared, not copied."""
+    if shell.get("Accept-Encoding") == "identity" and not any(
+        name in shell for name in _DROPPED_FOR_FRAGMENTS
+    ):
+        return shell
     headers = CIMultiDict(shell)
-    for name in ("Host", "Content-Length", "Content-Type", *ASKED_BY_WEAVER):
+    for name in _NOT_FOR_FRAGMENTS:
         headers.popall(name, None)
     headers["Accept-Encoding"] = "identity"
     return headers
