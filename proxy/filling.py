@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
@@ -29,7 +29,7 @@ from weaver.proxy.forwarding import strip_hop_by_hop
 from weaver.proxy.origin import OriginResponse
 from weaver.proxy.scanner import format_drops
 from weaver.proxy.weave import Weave
-from weaver.proxy.weave_events import FragmentRecord, SetHead, WeaveRecord
+from weaver.proxy.weave_events import FragmentRecord, SetHead, ShellChunk, ShellEnd, WeaveRecord
 
 log = logging.getLogger(__name__)
 
@@ -181,12 +181,60 @@ async def _weave_into(
     shell_s: float,
     reason: str | None,
 ) -> None:
-    """Conduct the shell onto a sequencer; feed its output to the fill and the writer."""
+    """Conduct the shell onto a sequencer; feed its output to the fill and the writer.
+
+    This task conducts the shell itself while that leaves nothing for another task to
+    finish: no include found yet and the head given after each chunk. A page without
+    includes is so woven with no task, future or wake-up of its own. From the first chunk
+    that finds an include (or leaves the head waiting for a primary) the conductor runs
+    the rest of the body in its own task, as it always did, and this one consumes.
+    """
     seq = conductor.root
-    head_may_go: asyncio.Future[SetHead] = asyncio.get_running_loop().create_future()
-    conductor.on_head = head_may_go.set_result
-    conductor.tasks.create_task(conductor.conduct(resp.chunks()))
-    woven = await head_may_go
+    heads: list[SetHead] = []
+    conductor.on_head = heads.append
+    body = resp.chunks()
+    rest: AsyncIterator[bytes] | None = None  # what the conductor's own task conducts
+    try:
+        async for chunk in body:
+            await conductor.feed(ShellChunk(chunk))
+            if conductor.weave.record().fragments or not heads:
+                rest = body
+                break
+            if not fill.head.done():
+                _set_head(fill, plan, resp, heads[0], shell_s, reason)
+                await _put(fill, writer, seq.take_ready())
+                fill.on_started(conductor.start_fragments)
+            else:
+                await _put(fill, writer, seq.take_ready())
+        else:
+            await conductor.feed(ShellEnd())
+    except Exception as exc:  # the conductor pushes it in place (as it would have)
+        rest = _Failing(exc)
+    if rest is not None:
+        head_may_go: asyncio.Future[SetHead] = asyncio.get_running_loop().create_future()
+        if heads:
+            head_may_go.set_result(heads[0])
+        conductor.on_head = head_may_go.set_result
+        conductor.tasks.create_task(conductor.conduct(rest))
+        heads.append(await head_may_go)
+    if not fill.head.done():
+        _set_head(fill, plan, resp, heads[0], shell_s, reason)
+        await _put(fill, writer, seq.take_ready())
+        # Fragment fetches start once a client has the head and first bytes (or after a
+        # grace period): starting twenty fetches must not delay the first byte.
+        fill.on_started(conductor.start_fragments)
+    async for data in seq:
+        await _put(fill, writer, data)
+
+
+def _set_head(
+    fill: Fill,
+    plan: FillPlan,
+    resp: OriginResponse,
+    woven: SetHead,
+    shell_s: float,
+    reason: str | None,
+) -> None:
     status = woven.status if woven.status is not None else resp.status
     headers = strip_hop_by_hop(resp.headers)
     for name in _SHELL_HEADERS_DROPPED:
@@ -201,18 +249,26 @@ async def _weave_into(
     fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
     fill.channels = list(record.channels)
     fill.set_head(_head(plan, status, headers, reason))
-    first = seq.take_ready()
-    if first:
+
+
+async def _put(fill: Fill, writer: BlobWriter | None, data: bytes) -> None:
+    if data:
         if writer is not None:
-            await writer.write(first)
-        await fill.feed(first)
-    # Fragment fetches start once a client has the head and first bytes (or after a
-    # grace period): starting twenty fetches must not delay the first byte.
-    fill.on_started(conductor.start_fragments)
-    async for chunk in seq:
-        if writer is not None:
-            await writer.write(chunk)
-        await fill.feed(chunk)
+            await writer.write(data)
+        await fill.feed(data)
+
+
+class _Failing:
+    """A body that breaks off with ``exc`` at once: the rest of one that did."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def __aiter__(self) -> _Failing:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise self.exc
 
 
 async def _commit(
