@@ -73,8 +73,9 @@ class Peer:
 
 def strip_hop_by_hop(headers: Headers) -> CIMultiDict[str]:
     """Copy ``headers`` without hop-by-hop ones and without any named in ``Connection``."""
-    named: set[str] = set(HOP_BY_HOP)
+    named: frozenset[str] | set[str] = HOP_BY_HOP
     for connection in _getall(headers, "connection"):
+        named = set(named)
         named.update(token.strip().lower() for token in connection.split(","))
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
@@ -162,6 +163,7 @@ def _node(address: str) -> str:
     return address
 
 
+@lru_cache(maxsize=1024)  # the Host values seen are few: each is checked once
 def _quoted(value: str) -> str:
     """A token, or a quoted-string when it holds characters a token cannot (RFC 7239 §4)."""
     if value and all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in value):
