@@ -260,11 +260,13 @@ class Follower:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives. Raises FillFailed or FollowerLagged on a broken body."""
-        while True:
-            data = await self.fill._read(self._id)
-            if not data:
-                return
+        while data := await self.fill._read(self._id):
             yield data
+
+    async def read(self) -> bytes:
+        """The next bytes of the body, ``b""`` at its end; as :meth:`chunks` (which
+        raises the same), without an async generator per follower."""
+        return await self.fill._read(self._id)
 
     def close(self) -> None:
         """Leave the fill; the last follower to leave an unfinished fill cancels it."""

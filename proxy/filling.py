@@ -28,6 +28,7 @@ from weaver.proxy.entries import EntryFacts, variant_of
 from weaver.proxy.forwarding import strip_hop_by_hop
 from weaver.proxy.origin import OriginResponse
 from weaver.proxy.scanner import format_drops
+from weaver.proxy.sequencer import Sequencer
 from weaver.proxy.weave import Weave
 from weaver.proxy.weave_events import FragmentRecord, SetHead, ShellChunk, ShellEnd, WeaveRecord
 
@@ -99,7 +100,7 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
                 weave = None
                 head_headers = strip_hop_by_hop(resp.headers)
                 fill.set_head(_head(plan, resp.status, head_headers, reason))
-                async for chunk in resp.chunks():
+                while chunk := await resp.read():
                     if writer is not None:
                         await writer.write(chunk)
                     await fill.feed(chunk)
@@ -192,20 +193,19 @@ async def _weave_into(
     seq = conductor.root
     heads: list[SetHead] = []
     conductor.on_head = heads.append
-    body = resp.chunks()
     rest: AsyncIterator[bytes] | None = None  # what the conductor's own task conducts
     try:
-        async for chunk in body:
+        while chunk := await resp.read():
             await conductor.feed(ShellChunk(chunk))
             if conductor.weave.record().fragments or not heads:
-                rest = body
+                rest = resp.chunks()
                 break
             if not fill.head.done():
                 _set_head(fill, plan, resp, heads[0], shell_s, reason)
-                await _put(fill, writer, seq.take_ready())
+                await _put_ready(fill, writer, seq)
                 fill.on_started(conductor.start_fragments)
             else:
-                await _put(fill, writer, seq.take_ready())
+                await _put_ready(fill, writer, seq)
         else:
             await conductor.feed(ShellEnd())
     except Exception as exc:  # the conductor pushes it in place (as it would have)
@@ -223,6 +223,9 @@ async def _weave_into(
         # Fragment fetches start once a client has the head and first bytes (or after a
         # grace period): starting twenty fetches must not delay the first byte.
         fill.on_started(conductor.start_fragments)
+    if rest is None and not conductor.weave.record().fragments:
+        await _put_ready(fill, writer, seq)  # ended, and nothing else to wait for
+        return
     async for data in seq:
         await _put(fill, writer, data)
 
@@ -249,6 +252,12 @@ def _set_head(
     fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
     fill.channels = list(record.channels)
     fill.set_head(_head(plan, status, headers, reason))
+
+
+async def _put_ready(fill: Fill, writer: BlobWriter | None, seq: Sequencer) -> None:
+    """Put what the sequencer has ready (it hands out at most 64 KiB at a time)."""
+    while data := seq.take_ready():
+        await _put(fill, writer, data)
 
 
 async def _put(fill: Fill, writer: BlobWriter | None, data: bytes) -> None:

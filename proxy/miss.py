@@ -200,7 +200,7 @@ async def _stream_body(
     held = b""
     if not follower.is_ready():
         await response.write(b"")  # nothing to send yet: the head goes now, alone
-    async for data in follower.chunks():
+    while data := await follower.read():
         chunk = data if compressor is None else compressor.compress(data) + compressor.flush()
         if held:
             await response.write(held)

@@ -275,3 +275,21 @@ async def test_the_memory_of_unshareable_keys_is_bounded_and_drops_the_oldest() 
     await fills.idle()
     assert [fills.is_unshareable(k) for k in ("a", "b", "c")] == [False, True, True]
     await fills.aclose()
+
+
+async def test_read_gives_what_chunks_would_then_empty_at_the_end() -> None:
+    fills = Fills()
+
+    async def body(fill: Fill) -> None:
+        fill.set_head(head())
+        await fill.feed(b"one ")
+        await fill.feed(b"two")
+
+    fill = fills.start("k", body, max_buffer_bytes=1024)
+    with fill.follow() as follower:
+        await follower.head()
+        got = b""
+        while data := await follower.read():
+            got += data
+        assert (got, await follower.read()) == (b"one two", b"")
+    await fills.aclose()
