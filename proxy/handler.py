@@ -35,7 +35,7 @@ from weaver.cache.keys import (
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import Entry
 from weaver.proxy.compress import is_negotiable
-from weaver.proxy.edge import EDGE_KEY
+from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.entries import variant_key, variant_of
 from weaver.proxy.errors import OriginError
 from weaver.proxy.filling import FillPlan
@@ -63,7 +63,12 @@ _SAFE_METHODS = ("GET", "HEAD")
 
 
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
-    edge = request.app[EDGE_KEY]
+    return await handle_page(request, request.app[EDGE_KEY])
+
+
+async def handle_page(request: web.Request, edge: Edge) -> web.StreamResponse:
+    """A page request for ``edge``: what :func:`proxy_handler` does once routed (the
+    listener's page front calls it directly, ahead of aiohttp's router)."""
     if edge.lane is not None:
         answered = edge.lane.answer(request)  # a plain, fresh, hot hit: prepared bytes
         if answered is not None:
