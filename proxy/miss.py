@@ -21,7 +21,7 @@ from weaver.cache.fills import Fill, Follower, Head
 from weaver.cache.freshness import CacheState
 from weaver.cache.keys import parse_vary
 from weaver.cache.store import Entry
-from weaver.proxy.compress import apply_encoding, negotiate
+from weaver.proxy.compress import apply_negotiated, choose_encoding, is_negotiable
 from weaver.proxy.compressors import StreamCompressor, new_compressor
 from weaver.proxy.edge import Edge
 from weaver.proxy.entries import variant_of
@@ -92,9 +92,11 @@ async def follow(
         response = _response(head, status, is_coalesced=is_coalesced)
         # Compressed for this visitor as it streams (a sync flush per chunk); what is
         # stored stays identity, and hits are compressed once from it (replay).
-        encoding = negotiate(request.headers, head.headers, status=head.status)
-        apply_encoding(response.headers, encoding, status=head.status)
-        compressor = new_compressor(encoding) if encoding is not None else None
+        compressor = None
+        if is_negotiable(head.headers, status=head.status):  # so are the response's
+            encoding = choose_encoding(request.headers.get("Accept-Encoding"))
+            apply_negotiated(response.headers, encoding)
+            compressor = new_compressor(encoding) if encoding is not None else None
         started_slots = list(fill.slots)
         is_page = is_html(head.headers) and head.status < 400
         is_inline = is_page and is_inline_delivery(visit)
