@@ -22,11 +22,10 @@ Streams:
   they are never sent a body with a hole in it).
 - fill buffer → follower: each follower reads by absolute offset, as fast as its client.
 
-A key whose last fill answered with something that may not be shared (private, not
-storable) is remembered, so that the next requests for it fetch on their own at once
-instead of following a fill only to be refused its answer (Varnish's hit-for-miss);
-their fills still carry the key, and the first shareable answer ends the memory.
-Bounded: past ``max_unshareable`` keys the oldest is forgotten (DROP_OLDEST).
+Keys whose last answer could not be shared are remembered (Varnish's hit-for-miss): a
+request for one fetches at once rather than follow a fill that would refuse it its
+answer; its fill keeps the key, and a shareable answer ends the memory. Bounded: past
+``max_unshareable`` keys the oldest is forgotten (DROP_OLDEST).
 """
 
 from __future__ import annotations
@@ -74,6 +73,7 @@ class Fill:
         self.max_buffer_bytes = max_buffer_bytes
         self.state = FillState.STARTING
         self.head: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
+        self._head_waiters: list[asyncio.Future[None]] = []  # see Follower.head
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
         self._chunks: deque[bytes] = deque()
@@ -114,6 +114,7 @@ class Fill:
     def set_head(self, head: Head) -> None:
         if not self.head.done():
             self.head.set_result(head)
+            self._wake_head_waiters()
         self.state = FillState.STREAMING
 
     async def feed(self, chunk: bytes) -> None:
@@ -159,7 +160,14 @@ class Fill:
         if not self.head.done():
             self.head.set_exception(error)
             self.head.exception()  # retrieved: followers each get it from the future
+            self._wake_head_waiters()
         self._changed.set()
+
+    def _wake_head_waiters(self) -> None:
+        for waiter in self._head_waiters:
+            if not waiter.done():  # cancelled when its follower left
+                waiter.set_result(None)
+        self._head_waiters.clear()
 
     # consumer side
 
@@ -244,10 +252,13 @@ class Follower:
 
     async def head(self) -> Head:
         """The fill's head; raises what broke the fill before its head was known."""
-        if self.fill.head.done():
-            return self.fill.head.result()
-        # Shielded: a follower that goes away must not cancel the others' head.
-        return await asyncio.shield(self.fill.head)
+        fill = self.fill
+        if not fill.head.done():
+            # Its own waiter: if it leaves, that is cancelled, never the fill's head.
+            waiter = asyncio.get_running_loop().create_future()
+            fill._head_waiters.append(waiter)
+            await waiter
+        return fill.head.result()
 
     def is_ready(self) -> bool:
         """Whether the next read returns at once: bytes are waiting, or the fill ended."""
@@ -264,8 +275,7 @@ class Follower:
             yield data
 
     async def read(self) -> bytes:
-        """The next bytes of the body, ``b""`` at its end; as :meth:`chunks` (which
-        raises the same), without an async generator per follower."""
+        """The next bytes, ``b""`` at the end: :meth:`chunks` without an async generator."""
         return await self.fill._read(self._id)
 
     def close(self) -> None:
@@ -312,8 +322,7 @@ class Fills:
         return fill if fill is not None and fill.is_joinable else None
 
     def to_follow(self, key: str) -> Fill | None:
-        """The running fill a new request for ``key`` should follow, if any: none when
-        the key's last answer could not be shared (the request would be refused it)."""
+        """The fill a new request for ``key`` should follow; none if it would be refused."""
         fill = self._running.get(key)
         if fill is None or not fill.is_joinable or key in self._unshareable:
             return None
@@ -323,16 +332,15 @@ class Fills:
         return fill
 
     def is_unshareable(self, key: str) -> bool:
-        """Whether the last fill of ``key`` answered with something that may not be shared."""
+        """Whether the last fill of ``key`` answered what may not be shared."""
         return key in self._unshareable
 
     def _remember(self, key: str, *, is_shareable: bool) -> None:
-        if is_shareable:
-            self._unshareable.pop(key, None)
-            return
-        self._unshareable[key] = None
-        if len(self._unshareable) > self._max_unshareable:
-            del self._unshareable[next(iter(self._unshareable))]  # DROP_OLDEST
+        self._unshareable.pop(key, None)  # re-added last when still unshareable
+        if not is_shareable:
+            self._unshareable[key] = None
+            if len(self._unshareable) > self._max_unshareable:
+                del self._unshareable[next(iter(self._unshareable))]  # DROP_OLDEST
 
     def start(self, key: str, body: FillBody, *, max_buffer_bytes: int) -> Fill:
         """Start a fill for ``key`` running ``body(fill)``; the caller follows it at once.
@@ -382,14 +390,11 @@ class Fills:
         finally:
             if self._running.get(fill.key) is fill:
                 del self._running[fill.key]
-            is_shareable = _is_shareable(fill)
-            if fill.key and is_shareable is not None:
+            if fill.key and (is_shareable := _is_shareable(fill)) is not None:
                 self._remember(fill.key, is_shareable=is_shareable)
 
 
 def _is_shareable(fill: Fill) -> bool | None:
     """Whether the fill's answer may be shared; None while (or if) it has no head."""
-    head = fill.head
-    if not head.done() or head.cancelled() or head.exception() is not None:
-        return None
-    return head.result().is_shareable
+    head = fill.head  # never cancelled: only set_head and fail settle it
+    return head.result().is_shareable if head.done() and head.exception() is None else None

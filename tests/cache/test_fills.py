@@ -293,3 +293,25 @@ async def test_read_gives_what_chunks_would_then_empty_at_the_end() -> None:
             got += data
         assert (got, await follower.read()) == (b"one two", b"")
     await fills.aclose()
+
+
+async def test_a_follower_leaving_while_it_waits_for_the_head_leaves_the_others_theirs() -> None:
+    fills = Fills()
+    release = asyncio.Event()
+
+    async def body(fill: Fill) -> None:
+        await release.wait()
+        fill.set_head(head())
+
+    fill = fills.start("k", body, max_buffer_bytes=1024)
+    staying, leaving = fill.follow(), fill.follow()
+    gone = leaving.head()
+    waiter = gone.send(None)  # run to its await: on its own future, not the fill's head
+    waiter.cancel()  # as cancelling its task would
+    with pytest.raises(asyncio.CancelledError):
+        gone.send(None)
+    release.set()
+    assert (await staying.head()).status == 200 and not fill.head.cancelled()
+    staying.close()
+    leaving.close()
+    await fills.aclose()
