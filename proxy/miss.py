@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from functools import partial
 
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
@@ -47,10 +48,7 @@ FILL_BUFFER_BYTES = 4 * 1024 * 1024
 
 def start_fill(edge: Edge, plan: FillPlan) -> Fill:
     """Start the fill ``plan`` asks for; the app's fill registry owns it."""
-
-    async def body(fill: Fill) -> None:
-        await fill_page(fill, edge, plan)
-
+    body = partial(fill_page, edge=edge, plan=plan)  # no coroutine frame of its own
     return edge.fills.start(plan.key, body, max_buffer_bytes=FILL_BUFFER_BYTES)
 
 
