@@ -21,6 +21,11 @@ Streams:
   while another keeps up are cut off (DISCONNECT_LAGGING: their response is aborted,
   they are never sent a body with a hole in it).
 - fill buffer → follower: each follower reads by absolute offset, as fast as its client.
+
+Keys whose last answer could not be shared are remembered (Varnish's hit-for-miss): a
+request for one fetches at once rather than follow a fill that would refuse it its
+answer; its fill keeps the key, and a shareable answer ends the memory. Bounded: past
+``max_unshareable`` keys the oldest is forgotten (DROP_OLDEST).
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class Fill:
         self.max_buffer_bytes = max_buffer_bytes
         self.state = FillState.STARTING
         self.head: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
+        self._head_waiters: list[asyncio.Future[None]] = []  # see Follower.head
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
         self._chunks: deque[bytes] = deque()
@@ -108,6 +114,7 @@ class Fill:
     def set_head(self, head: Head) -> None:
         if not self.head.done():
             self.head.set_result(head)
+            self._wake_head_waiters()
         self.state = FillState.STREAMING
 
     async def feed(self, chunk: bytes) -> None:
@@ -153,7 +160,14 @@ class Fill:
         if not self.head.done():
             self.head.set_exception(error)
             self.head.exception()  # retrieved: followers each get it from the future
+            self._wake_head_waiters()
         self._changed.set()
+
+    def _wake_head_waiters(self) -> None:
+        for waiter in self._head_waiters:
+            if not waiter.done():  # cancelled when its follower left
+                waiter.set_result(None)
+        self._head_waiters.clear()
 
     # consumer side
 
@@ -238,10 +252,13 @@ class Follower:
 
     async def head(self) -> Head:
         """The fill's head; raises what broke the fill before its head was known."""
-        if self.fill.head.done():
-            return self.fill.head.result()
-        # Shielded: a follower that goes away must not cancel the others' head.
-        return await asyncio.shield(self.fill.head)
+        fill = self.fill
+        if not fill.head.done():
+            # Its own waiter: if it leaves, that is cancelled, never the fill's head.
+            waiter = asyncio.get_running_loop().create_future()
+            fill._head_waiters.append(waiter)
+            await waiter
+        return fill.head.result()
 
     def is_ready(self) -> bool:
         """Whether the next read returns at once: bytes are waiting, or the fill ended."""
@@ -254,11 +271,12 @@ class Follower:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives. Raises FillFailed or FollowerLagged on a broken body."""
-        while True:
-            data = await self.fill._read(self._id)
-            if not data:
-                return
+        while data := await self.fill._read(self._id):
             yield data
+
+    async def read(self) -> bytes:
+        """The next bytes, ``b""`` at the end: :meth:`chunks` without an async generator."""
+        return await self.fill._read(self._id)
 
     def close(self) -> None:
         """Leave the fill; the last follower to leave an unfinished fill cancels it."""
@@ -286,10 +304,15 @@ class Fills:
     Args:
         expected: errors a fill body raises that are not Weaver's fault (the origin's:
             unreachable, a timeout); they fail the fill and are logged without a trace.
+        max_unshareable: how many keys whose last answer could not be shared are kept.
     """
 
-    def __init__(self, *, expected: tuple[type[Exception], ...] = ()) -> None:
+    def __init__(
+        self, *, expected: tuple[type[Exception], ...] = (), max_unshareable: int = 10_000
+    ) -> None:
         self._expected = expected
+        self._max_unshareable = max_unshareable
+        self._unshareable: dict[str, None] = {}  # insertion-ordered: oldest first
         self._running: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._is_closed = False
@@ -297,6 +320,27 @@ class Fills:
     def joinable(self, key: str) -> Fill | None:
         fill = self._running.get(key)
         return fill if fill is not None and fill.is_joinable else None
+
+    def to_follow(self, key: str) -> Fill | None:
+        """The fill a new request for ``key`` should follow; none if it would be refused."""
+        fill = self._running.get(key)
+        if fill is None or not fill.is_joinable or key in self._unshareable:
+            return None
+        if _is_shareable(fill) is False:
+            self._remember(key, is_shareable=False)
+            return None
+        return fill
+
+    def is_unshareable(self, key: str) -> bool:
+        """Whether the last fill of ``key`` answered what may not be shared."""
+        return key in self._unshareable
+
+    def _remember(self, key: str, *, is_shareable: bool) -> None:
+        self._unshareable.pop(key, None)  # re-added last when still unshareable
+        if not is_shareable:
+            self._unshareable[key] = None
+            if len(self._unshareable) > self._max_unshareable:
+                del self._unshareable[next(iter(self._unshareable))]  # DROP_OLDEST
 
     def start(self, key: str, body: FillBody, *, max_buffer_bytes: int) -> Fill:
         """Start a fill for ``key`` running ``body(fill)``; the caller follows it at once.
@@ -346,3 +390,11 @@ class Fills:
         finally:
             if self._running.get(fill.key) is fill:
                 del self._running[fill.key]
+            if fill.key and (is_shareable := _is_shareable(fill)) is not None:
+                self._remember(fill.key, is_shareable=is_shareable)
+
+
+def _is_shareable(fill: Fill) -> bool | None:
+    """Whether the fill's answer may be shared; None while (or if) it has no head."""
+    head = fill.head  # never cancelled: only set_head and fail settle it
+    return head.result().is_shareable if head.done() and head.exception() is None else None

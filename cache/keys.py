@@ -34,6 +34,7 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -122,6 +123,8 @@ def normalise_target(raw_path_qs: str) -> str:
     return f"{path}?{_normalise_component(query, _QUERY_RAW)}"
 
 
+# Per process, the Host values seen are few: each is normalised once (least recent out).
+@lru_cache(maxsize=1024)
 def normalise_authority(host_header: str, scheme: str | None = None) -> str | None:
     """The normal form of a ``Host`` header (RFC 3986 §6.2.2.1, §6.2.3), None if invalid.
 

@@ -73,12 +73,12 @@ def _serve_edge_forever(
 ) -> None:
     import uvloop
 
-    from weaver.proxy.app import build_app, lane_front
+    from weaver.proxy.app import build_app, lane_front, page_front
     from weaver.proxy.listener import EdgeRunner
 
     async def main() -> None:
         config = config_factory(*args)
-        runner = EdgeRunner(build_app(config), config.server, front=lane_front)
+        runner = EdgeRunner(build_app(config), config.server, front=lane_front, pages=page_front)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         await asyncio.Event().wait()

@@ -94,10 +94,12 @@ def configure(fmt: AccessLogFormat) -> None:
     access_log.propagate = False
 
 
-def woven(config: Config, url: str, status: int, timing: str) -> None:
-    """The ``woven`` line of a page that was woven: every include's outcome and time."""
+def woven(config: Config, url: str, status: int, timing_of: Callable[[], str]) -> None:
+    """The ``woven`` line of a page that was woven: every include's outcome and time
+    (``timing_of()``, the Server-Timing text, made only when the line is written)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
+    timing = timing_of()
     if config.server.access_log is AccessLogFormat.JSON:
         access_log.info(
             "%s", orjson.dumps({"woven": url, "status": status, "timing": timing}).decode()
@@ -145,7 +147,7 @@ def middleware(config: Config) -> Middleware:
         finally:
             if not is_counted:
                 metrics.observe_request(route_label(request), "-", status)
-            if fmt is not AccessLogFormat.OFF:
+            if fmt is not AccessLogFormat.OFF and access_log.isEnabledFor(logging.INFO):
                 elapsed = time.perf_counter() - started
                 access_log.info("%s", line(fmt, request, status, response, elapsed))
 

@@ -7,9 +7,10 @@ client that goes away cancels its handler, which is what stops the work done for
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from weaver.cache.clock import SYSTEM_CLOCK, Clock
 from weaver.cache.fills import Fills
@@ -20,9 +21,9 @@ from weaver.proxy import access_log, metrics
 from weaver.proxy.admin import add_admin_routes
 from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.errors import ProxyError
-from weaver.proxy.handler import proxy_handler
+from weaver.proxy.handler import handle_page, proxy_handler
 from weaver.proxy.hitlane import HitLane
-from weaver.proxy.listener import Front
+from weaver.proxy.listener import Front, Pages
 from weaver.proxy.origin import OriginClient
 from weaver.session.buses import make_bus
 from weaver.session.http import add_routes as add_session_routes
@@ -68,6 +69,43 @@ def lane_front(app: web.Application) -> Front | None:
     return front
 
 
+# Every route of Weaver's own is under this prefix; every other path is a page.
+_OWN_PREFIX = "/_weaver/"
+_PAGE_METHODS = ("GET", "HEAD")
+_ACCESS_KEY: web.AppKey[Middleware] = web.AppKey("weaver_access_middleware")
+
+
+def page_front(app: web.Application) -> Pages | None:
+    """Page requests straight to the page handler, ahead of aiohttp's router and its
+    middleware chain built per request (for a started app, see
+    :class:`weaver.proxy.listener.EdgeRunner`). The access middleware still logs and
+    counts each one: it is called directly. Only GET and HEAD without ``Expect`` (the
+    router's expect handler answers ``100-continue``), and only while every route but the
+    catch-all is under ``/_weaver/`` and the access middleware is the app's only one."""
+    edge = app.get(EDGE_KEY)
+    access = app.get(_ACCESS_KEY)
+    if edge is None or access is None or list(app.middlewares) != [access]:
+        return None
+    for resource in app.router.resources():
+        if resource.canonical != "/{tail}" and not resource.canonical.startswith(_OWN_PREFIX):
+            return None
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        return await handle_page(request, edge)
+
+    def pages(request: web.BaseRequest) -> Awaitable[web.StreamResponse] | None:
+        if (
+            request.method not in _PAGE_METHODS
+            or "Expect" in request.headers
+            or request.path.startswith(_OWN_PREFIX)
+            or not isinstance(request, web.Request)
+        ):
+            return None  # the router decides
+        return access(request, page)
+
+    return pages
+
+
 def build_app(
     config: Config, *, hub: SessionHub | None = None, clock: Clock = SYSTEM_CLOCK
 ) -> web.Application:
@@ -80,7 +118,9 @@ def build_app(
     ``clock`` is the app's one clock (freshness, ages, expiry); tests pass a
     :class:`~weaver.cache.clock.ManualClock` and advance it instead of sleeping.
     """
-    app = web.Application(client_max_size=64 * 1024**2, middlewares=[access_log.middleware(config)])
+    access = access_log.middleware(config)
+    app = web.Application(client_max_size=64 * 1024**2, middlewares=[access])
+    app[_ACCESS_KEY] = access
     owns_hub = hub is None
     if hub is None:
         hub = hub_for(config, clock)

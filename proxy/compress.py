@@ -242,8 +242,14 @@ def apply_encoding(
 
     Does nothing to a response that is not :func:`is_negotiable`.
     """
-    if not is_negotiable(headers, status=status):
-        return
+    if is_negotiable(headers, status=status):
+        apply_negotiated(headers, encoding, is_stored=is_stored)
+
+
+def apply_negotiated(
+    headers: CIMultiDict[str], encoding: Encoding | None, *, is_stored: bool = False
+) -> None:
+    """:func:`apply_encoding` for a response already known to be :func:`is_negotiable`."""
     add_vary(headers, "Accept-Encoding")
     if encoding is None:
         return

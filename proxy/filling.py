@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
@@ -28,8 +28,9 @@ from weaver.proxy.entries import EntryFacts, variant_of
 from weaver.proxy.forwarding import strip_hop_by_hop
 from weaver.proxy.origin import OriginResponse
 from weaver.proxy.scanner import format_drops
+from weaver.proxy.sequencer import Sequencer
 from weaver.proxy.weave import Weave
-from weaver.proxy.weave_events import FragmentRecord, SetHead, WeaveRecord
+from weaver.proxy.weave_events import FragmentRecord, SetHead, ShellChunk, ShellEnd, WeaveRecord
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,13 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
     """Fetch ``plan.url`` into ``fill``; weave it when it is HTML; store it when allowed."""
     request_time = edge.clock.time()
     started = time.perf_counter()
-    headers = CIMultiDict(plan.headers)
-    if plan.host_header is not None:
-        headers["Host"] = plan.host_header
-    if plan.stale is not None:
-        headers.update(entries.conditional_headers(plan.stale))
+    headers = plan.headers  # sent as planned unless Host or conditionals are added
+    if plan.host_header is not None or plan.stale is not None:
+        headers = CIMultiDict(plan.headers)
+        if plan.host_header is not None:
+            headers["Host"] = plan.host_header
+        if plan.stale is not None:
+            headers.update(entries.conditional_headers(plan.stale))
     async with edge.client.request(plan.method, plan.url, headers=headers) as resp:
         response_time = edge.clock.time()
         if resp.status == 304 and plan.stale is not None:
@@ -97,7 +100,7 @@ async def fill_page(fill: Fill, edge: Edge, plan: FillPlan) -> None:
                 weave = None
                 head_headers = strip_hop_by_hop(resp.headers)
                 fill.set_head(_head(plan, resp.status, head_headers, reason))
-                async for chunk in resp.chunks():
+                while chunk := await resp.read():
                     if writer is not None:
                         await writer.write(chunk)
                     await fill.feed(chunk)
@@ -157,6 +160,7 @@ async def _weave(
             conductor.close()
     record = weave.record()
     fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
+    fill.channels = list(record.channels)
     if record.dropped:  # once per page, fragments included
         log.warning("%s: ESI markup removed: %s", plan.url, format_drops(dict(record.dropped)))
     metrics.observe_weave(shell_s, record.fragments)
@@ -164,7 +168,7 @@ async def _weave(
         edge.config,
         plan.url,
         fill.head.result().status,
-        server_timing(shell_s, record.fragments, max_bytes=None),
+        lambda: server_timing(shell_s, record.fragments, max_bytes=None),
     )
     return record
 
@@ -178,12 +182,62 @@ async def _weave_into(
     shell_s: float,
     reason: str | None,
 ) -> None:
-    """Conduct the shell onto a sequencer; feed its output to the fill and the writer."""
+    """Conduct the shell onto a sequencer; feed its output to the fill and the writer.
+
+    This task conducts the shell itself while that leaves nothing for another task to
+    finish: no include found yet and the head given after each chunk. A page without
+    includes is so woven with no task, future or wake-up of its own. From the first chunk
+    that finds an include (or leaves the head waiting for a primary) the conductor runs
+    the rest of the body in its own task, as it always did, and this one consumes.
+    """
     seq = conductor.root
-    head_may_go: asyncio.Future[SetHead] = asyncio.get_running_loop().create_future()
-    conductor.on_head = head_may_go.set_result
-    conductor.tasks.create_task(conductor.conduct(resp.chunks()))
-    woven = await head_may_go
+    heads: list[SetHead] = []
+    conductor.on_head = heads.append
+    rest: AsyncIterator[bytes] | None = None  # what the conductor's own task conducts
+    try:
+        while chunk := await resp.read():
+            await conductor.feed(ShellChunk(chunk))
+            if conductor.weave.record().fragments or not heads:
+                rest = resp.chunks()
+                break
+            if not fill.head.done():
+                _set_head(fill, plan, resp, heads[0], shell_s, reason)
+                await _put_ready(fill, writer, seq)
+                fill.on_started(conductor.start_fragments)
+            else:
+                await _put_ready(fill, writer, seq)
+        else:
+            await conductor.feed(ShellEnd())
+    except Exception as exc:  # the conductor pushes it in place (as it would have)
+        rest = _Failing(exc)
+    if rest is not None:
+        head_may_go: asyncio.Future[SetHead] = asyncio.get_running_loop().create_future()
+        if heads:
+            head_may_go.set_result(heads[0])
+        conductor.on_head = head_may_go.set_result
+        conductor.tasks.create_task(conductor.conduct(rest))
+        heads.append(await head_may_go)
+    if not fill.head.done():
+        _set_head(fill, plan, resp, heads[0], shell_s, reason)
+        await _put(fill, writer, seq.take_ready())
+        # Fragment fetches start once a client has the head and first bytes (or after a
+        # grace period): starting twenty fetches must not delay the first byte.
+        fill.on_started(conductor.start_fragments)
+    if rest is None and not conductor.weave.record().fragments:
+        await _put_ready(fill, writer, seq)  # ended, and nothing else to wait for
+        return
+    async for data in seq:
+        await _put(fill, writer, data)
+
+
+def _set_head(
+    fill: Fill,
+    plan: FillPlan,
+    resp: OriginResponse,
+    woven: SetHead,
+    shell_s: float,
+    reason: str | None,
+) -> None:
     status = woven.status if woven.status is not None else resp.status
     headers = strip_hop_by_hop(resp.headers)
     for name in _SHELL_HEADERS_DROPPED:
@@ -198,19 +252,32 @@ async def _weave_into(
     fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
     fill.channels = list(record.channels)
     fill.set_head(_head(plan, status, headers, reason))
-    first = seq.take_ready()
-    if first:
+
+
+async def _put_ready(fill: Fill, writer: BlobWriter | None, seq: Sequencer) -> None:
+    """Put what the sequencer has ready (it hands out at most 64 KiB at a time)."""
+    while data := seq.take_ready():
+        await _put(fill, writer, data)
+
+
+async def _put(fill: Fill, writer: BlobWriter | None, data: bytes) -> None:
+    if data:
         if writer is not None:
-            await writer.write(first)
-        await fill.feed(first)
-    # Fragment fetches start once a client has the head and first bytes (or after a
-    # grace period): starting twenty fetches must not delay the first byte.
-    fill.on_started(conductor.start_fragments)
-    async for chunk in seq:
-        if writer is not None:
-            await writer.write(chunk)
-        await fill.feed(chunk)
-    fill.channels = list(conductor.weave.record().channels)
+            await writer.write(data)
+        await fill.feed(data)
+
+
+class _Failing:
+    """A body that breaks off with ``exc`` at once: the rest of one that did."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def __aiter__(self) -> _Failing:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise self.exc
 
 
 async def _commit(

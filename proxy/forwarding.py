@@ -55,6 +55,10 @@ ASKED_BY_WEAVER = (
     "if-unmodified-since",
 )
 
+# What visitor_headers leaves out of what the visitor sent (it sets some of them itself).
+_DROPPED = HOP_BY_HOP | {"host", "expect", *_FORWARDING}
+_DROPPED_FOR_FILL = _DROPPED | set(ASKED_BY_WEAVER)
+
 # Never part of a canonical (shared) request, even when a route names them in ``vary``.
 CREDENTIALS = frozenset({"cookie", "authorization", "proxy-authorization"})
 
@@ -73,8 +77,9 @@ class Peer:
 
 def strip_hop_by_hop(headers: Headers) -> CIMultiDict[str]:
     """Copy ``headers`` without hop-by-hop ones and without any named in ``Connection``."""
-    named: set[str] = set(HOP_BY_HOP)
+    named: frozenset[str] | set[str] = HOP_BY_HOP
     for connection in _getall(headers, "connection"):
+        named = set(named)
         named.update(token.strip().lower() for token in connection.split(","))
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
@@ -109,12 +114,22 @@ def visitor_headers(headers: Headers, peer: Peer, *, for_fill: bool) -> CIMultiD
         for_fill: Weaver fetches the whole identity body (to weave, store or both), so the
             visitor's conditionals, ranges and Accept-Encoding stay with Weaver.
     """
-    out = strip_hop_by_hop(headers)
-    dropped = ("host", "expect", *_FORWARDING, *(ASKED_BY_WEAVER if for_fill else ()))
-    for name in dropped:
-        out.popall(name, None)
-    cookies = [c for c in (strip_session_cookie(v) for v in out.popall("cookie", [])) if c]
-    for cookie in cookies:
+    dropped = _DROPPED_FOR_FILL if for_fill else _DROPPED
+    for connection in _getall(headers, "connection"):  # and what it names (RFC 9110 §7.6.1)
+        dropped = dropped | {token.strip().lower() for token in connection.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    cookies: list[str] = []
+    for name, value in headers.items():  # one pass, not a copy and a popall per name
+        lower = name.lower()
+        if lower in dropped:
+            continue
+        if lower == "cookie":
+            cookie = strip_session_cookie(value)
+            if cookie:
+                cookies.append(cookie)
+            continue
+        out.add(name, value)
+    for cookie in cookies:  # after the others, as they always went
         out.add("Cookie", cookie)
     if for_fill:
         out["Accept-Encoding"] = "identity"
@@ -162,6 +177,7 @@ def _node(address: str) -> str:
     return address
 
 
+@lru_cache(maxsize=1024)  # the Host values seen are few: each is checked once
 def _quoted(value: str) -> str:
     """A token, or a quoted-string when it holds characters a token cannot (RFC 7239 §4)."""
     if value and all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in value):

@@ -35,7 +35,7 @@ from weaver.cache.keys import (
 from weaver.cache.manifest import Manifest
 from weaver.cache.store import Entry
 from weaver.proxy.compress import is_negotiable
-from weaver.proxy.edge import EDGE_KEY
+from weaver.proxy.edge import EDGE_KEY, Edge
 from weaver.proxy.entries import variant_key, variant_of
 from weaver.proxy.errors import OriginError
 from weaver.proxy.filling import FillPlan
@@ -63,7 +63,12 @@ _SAFE_METHODS = ("GET", "HEAD")
 
 
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
-    edge = request.app[EDGE_KEY]
+    return await handle_page(request, request.app[EDGE_KEY])
+
+
+async def handle_page(request: web.Request, edge: Edge) -> web.StreamResponse:
+    """A page request for ``edge``: what :func:`proxy_handler` does once routed (the
+    listener's page front calls it directly, ahead of aiohttp's router)."""
     if edge.lane is not None:
         answered = edge.lane.answer(request)  # a plain, fresh, hot hit: prepared bytes
         if answered is not None:
@@ -119,9 +124,20 @@ def _plan(visit: Visit, *, key: str, stale: Manifest | None = None) -> FillPlan:
     )
 
 
+_NOT_FOR_FRAGMENTS = ("host", "content-length", "content-type", *ASKED_BY_WEAVER)
+_DROPPED_FOR_FRAGMENTS = tuple(n for n in _NOT_FOR_FRAGMENTS if n != "accept-encoding")
+
+
 def _fragment_headers(shell: CIMultiDict[str]) -> CIMultiDict[str]:
+    """The shell's headers without what a fragment fetch must not carry. Read-only (the
+    conductor copies it per fetch): a fill's shell headers that have nothing to drop, as
+    a GET's usually are, are shared, not copied."""
+    if shell.get("Accept-Encoding") == "identity" and not any(
+        name in shell for name in _DROPPED_FOR_FRAGMENTS
+    ):
+        return shell
     headers = CIMultiDict(shell)
-    for name in ("Host", "Content-Length", "Content-Type", *ASKED_BY_WEAVER):
+    for name in _NOT_FOR_FRAGMENTS:
         headers.popall(name, None)
     headers["Accept-Encoding"] = "identity"
     return headers

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from enum import Enum
+from functools import lru_cache
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DIGITS = re.compile(r"[0-9]{1,18}")
-_LINE_BREAK = re.compile(r"[\r\n]")
 
 # Methods a client may send again when the connection died before any answer (RFC 9110
 # §9.2.2 idempotent methods; RFC 9112 §9.3.1 retrying requests).
@@ -72,7 +72,7 @@ def request_head(
             continue
         if lower == "host":
             has_host = True
-        if _LINE_BREAK.search(value) is not None or _TOKEN.fullmatch(name) is None:
+        if "\n" in value or "\r" in value or not _is_token(name):
             return None
         lines.append(f"{name}: {value}")
     if not has_host:
@@ -89,6 +89,11 @@ def request_head(
         lines.append("Content-Length: 0")
     lines.append("\r\n")
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+@lru_cache(maxsize=512)  # the header names a process sends are few: each checked once
+def _is_token(name: str) -> bool:
+    return _TOKEN.fullmatch(name) is not None
 
 
 def chunk(data: bytes) -> bytes:

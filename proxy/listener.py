@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -64,17 +64,29 @@ class _HeadTimedHandler(RequestHandler):
 
 # Answers a request before the router and the middlewares, or None to pass it on.
 Front = Callable[[BaseRequest], web.StreamResponse | None]
+# Takes a request the app's router would give its catch-all page handler: the answer to
+# await; None for a request the app's own routes may answer (the router decides those).
+Pages = Callable[[BaseRequest], Awaitable[web.StreamResponse] | None]
 
 
 class _Server(Server):
-    def __init__(self, made: Server, header_timeout_s: float, front: Front | None) -> None:
+    def __init__(
+        self, made: Server, header_timeout_s: float, front: Front | None, pages: Pages | None
+    ) -> None:
         handler = made.request_handler
-        if front is not None:
+        if front is not None or pages is not None:
             app_handler = handler
 
             async def handler(request: BaseRequest) -> web.StreamResponse:
-                answered = front(request)
-                return answered if answered is not None else await app_handler(request)
+                if front is not None:
+                    answered = front(request)
+                    if answered is not None:
+                        return answered
+                if pages is not None:
+                    page = pages(request)
+                    if page is not None:
+                        return await page
+                return await app_handler(request)
 
         super().__init__(
             handler,
@@ -96,6 +108,8 @@ class EdgeRunner(web.AppRunner):
 
     ``front(app)``, called once the app has started, may give a :data:`Front`: the hit
     lane answers there, ahead of aiohttp's router and middlewares (built per request).
+    ``pages(app)`` likewise may give :data:`Pages`: page requests go to the page handler
+    without the router's resolution and the middleware chain built per request.
     """
 
     def __init__(
@@ -104,6 +118,7 @@ class EdgeRunner(web.AppRunner):
         server: ServerConfig,
         *,
         front: Callable[[web.Application], Front | None] | None = None,
+        pages: Callable[[web.Application], Pages | None] | None = None,
     ) -> None:
         super().__init__(
             app,
@@ -116,8 +131,10 @@ class EdgeRunner(web.AppRunner):
         )
         self._header_timeout_s = server.header_timeout_s
         self._front = front
+        self._pages = pages
 
     async def _make_server(self) -> Server:
         made = await super()._make_server()  # the app has started: its edge exists
         front = self._front(self.app) if self._front is not None else None
-        return _Server(made, self._header_timeout_s, front)
+        pages = self._pages(self.app) if self._pages is not None else None
+        return _Server(made, self._header_timeout_s, front, pages)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from functools import partial
 
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
@@ -21,7 +22,7 @@ from weaver.cache.fills import Fill, Follower, Head
 from weaver.cache.freshness import CacheState
 from weaver.cache.keys import parse_vary
 from weaver.cache.store import Entry
-from weaver.proxy.compress import apply_encoding, negotiate
+from weaver.proxy.compress import apply_negotiated, choose_encoding, is_negotiable
 from weaver.proxy.compressors import StreamCompressor, new_compressor
 from weaver.proxy.edge import Edge
 from weaver.proxy.entries import variant_of
@@ -47,10 +48,7 @@ FILL_BUFFER_BYTES = 4 * 1024 * 1024
 
 def start_fill(edge: Edge, plan: FillPlan) -> Fill:
     """Start the fill ``plan`` asks for; the app's fill registry owns it."""
-
-    async def body(fill: Fill) -> None:
-        await fill_page(fill, edge, plan)
-
+    body = partial(fill_page, edge=edge, plan=plan)  # no coroutine frame of its own
     return edge.fills.start(plan.key, body, max_buffer_bytes=FILL_BUFFER_BYTES)
 
 
@@ -69,7 +67,7 @@ async def follow(
 ) -> web.StreamResponse:
     """Answer from the running fill for ``plan.key``, or start one and answer from it."""
     request, edge = visit.request, visit.edge
-    fill = edge.fills.joinable(plan.key) if plan.key else None
+    fill = edge.fills.to_follow(plan.key) if plan.key else None
     is_coalesced = fill is not None
     if fill is None:
         fill = start_fill(edge, plan)
@@ -92,9 +90,11 @@ async def follow(
         response = _response(head, status, is_coalesced=is_coalesced)
         # Compressed for this visitor as it streams (a sync flush per chunk); what is
         # stored stays identity, and hits are compressed once from it (replay).
-        encoding = negotiate(request.headers, head.headers, status=head.status)
-        apply_encoding(response.headers, encoding, status=head.status)
-        compressor = new_compressor(encoding) if encoding is not None else None
+        compressor = None
+        if is_negotiable(head.headers, status=head.status):  # so are the response's
+            encoding = choose_encoding(request.headers.get("Accept-Encoding"))
+            apply_negotiated(response.headers, encoding)
+            compressor = new_compressor(encoding) if encoding is not None else None
         started_slots = list(fill.slots)
         is_page = is_html(head.headers) and head.status < 400
         is_inline = is_page and is_inline_delivery(visit)
@@ -107,32 +107,63 @@ async def follow(
             inline_headers(response.headers)
         if request.version < HttpVersion11:
             response.force_close()  # an HTTP/1.0 client sees the end of a streamed body
-        tail = b""
+        if not is_inline:  # no slot task group: a plain miss starts no task of its own
+            return await _send(
+                visit,
+                response,
+                follower,
+                compressor,
+                is_page=is_page,
+                started_slots=started_slots,
+                inline=None,
+            )
         async with InlineSlots(slot_producers(visit)) as inline:
-            if is_inline:
-                inline.start(started_slots)  # fetched while the paint streams
-            try:
-                await response.prepare(request)
-                if request.method != "HEAD":
-                    tail = await _stream_body(
-                        response, follower, fill, compressor, is_last=not is_inline
-                    )
-                fill.mark_started()
-                if is_inline:  # the paint has gone: every slot is known, nested ones too
-                    inline.start(fill.slots)
-                    tail = await _stream_inline(response, inline, compressor, tail)
-                elif is_page:  # slots found after the head (nested in fragments)
-                    add_slots(visit, [s for s in fill.slots if s not in started_slots])
-            except BaseException as exc:
-                cancel_suspense(request)  # the client is gone or the page broke off
-                if not isinstance(exc, FillFailed | FollowerLagged):
-                    raise
-                log.warning("response for %s aborted: %s", request.path, exc)
-                if request.transport is not None:
-                    request.transport.abort()  # never end a broken body as if it were whole
-                return response
-            await response.write_eof(tail)
+            inline.start(started_slots)  # fetched while the paint streams
+            return await _send(
+                visit,
+                response,
+                follower,
+                compressor,
+                is_page=is_page,
+                started_slots=started_slots,
+                inline=inline,
+            )
+
+
+async def _send(
+    visit: Visit,
+    response: web.StreamResponse,
+    follower: Follower,
+    compressor: StreamCompressor | None,
+    *,
+    is_page: bool,
+    started_slots: list[tuple[str, str, float]],
+    inline: InlineSlots | None,
+) -> web.StreamResponse:
+    """Send the head and body, then the ``inline`` slots, or start the slots found after
+    the head over the session."""
+    request, fill = visit.request, follower.fill
+    tail = b""
+    try:
+        await response.prepare(request)
+        if request.method != "HEAD":
+            tail = await _stream_body(response, follower, fill, compressor, is_last=inline is None)
+        fill.mark_started()
+        if inline is not None:  # the paint has gone: every slot is known, nested ones too
+            inline.start(fill.slots)
+            tail = await _stream_inline(response, inline, compressor, tail)
+        elif is_page:  # slots found after the head (nested in fragments)
+            add_slots(visit, [s for s in fill.slots if s not in started_slots])
+    except BaseException as exc:
+        cancel_suspense(request)  # the client is gone or the page broke off
+        if not isinstance(exc, FillFailed | FollowerLagged):
+            raise
+        log.warning("response for %s aborted: %s", request.path, exc)
+        if request.transport is not None:
+            request.transport.abort()  # never end a broken body as if it were whole
         return response
+    await response.write_eof(tail)
+    return response
 
 
 async def _stream_inline(
@@ -169,7 +200,7 @@ async def _stream_body(
     held = b""
     if not follower.is_ready():
         await response.write(b"")  # nothing to send yet: the head goes now, alone
-    async for data in follower.chunks():
+    while data := await follower.read():
         chunk = data if compressor is None else compressor.compress(data) + compressor.flush()
         if held:
             await response.write(held)

@@ -22,7 +22,7 @@ from aiohttp import web
 from weaver.config.schema import Config, HostPort
 from weaver.proxy import access_log
 from weaver.proxy.admin import READINESS_KEY
-from weaver.proxy.app import build_app, hub_for, lane_front
+from weaver.proxy.app import build_app, hub_for, lane_front, page_front
 from weaver.proxy.errors import ProxyError
 from weaver.proxy.listener import EdgeRunner
 from weaver.proxy.tls import server_context
@@ -160,7 +160,9 @@ class Node:
     async def _serve(
         self, config: Config, sock: socket.socket, context: ssl.SSLContext | None
     ) -> web.AppRunner:
-        runner = EdgeRunner(build_app(config, hub=self.hub), config.server, front=lane_front)
+        runner = EdgeRunner(
+            build_app(config, hub=self.hub), config.server, front=lane_front, pages=page_front
+        )
         await runner.setup()
         try:
             # A duplicate: the old app's server closes its own descriptor when it stops,

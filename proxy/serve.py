@@ -11,7 +11,7 @@ from aiohttp import web
 from weaver.config.load import build_config
 from weaver.config.schema import Config, ServerConfig
 from weaver.proxy import worker
-from weaver.proxy.app import build_app, lane_front
+from weaver.proxy.app import build_app, lane_front, page_front
 from weaver.proxy.demo.origin import build_origin
 from weaver.proxy.listener import EdgeRunner
 from weaver.proxy.node import Node
@@ -45,7 +45,7 @@ async def start_site(
     sizes, the drain deadline on shutdown): see :mod:`weaver.proxy.listener`.
     """
     if server is not None:
-        runner: web.AppRunner = EdgeRunner(app, server, front=lane_front)
+        runner: web.AppRunner = EdgeRunner(app, server, front=lane_front, pages=page_front)
     else:
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()

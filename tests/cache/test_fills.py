@@ -227,3 +227,91 @@ async def test_an_expected_error_fails_the_fill_without_a_traceback(
     await fills.idle()
     assert [r.getMessage() for r in caplog.records if r.exc_info] == ["fill b failed"]
     await fills.aclose()
+
+
+async def test_a_key_whose_answer_could_not_be_shared_is_not_followed_until_one_can() -> None:
+    fills = Fills()
+    shareable = False
+    release = asyncio.Event()
+
+    async def body(fill: Fill) -> None:
+        fill.set_head(Head(200, CIMultiDict(), is_shareable=shareable))
+        await release.wait()
+
+    private = fills.start("k", body, max_buffer_bytes=1024)
+    with private.follow() as leader:
+        await leader.head()
+        # The running fill's answer is known and private: a newcomer would be refused it.
+        assert fills.joinable("k") is private and fills.to_follow("k") is None
+        release.set()
+        assert [c async for c in leader.chunks()] == []
+    await fills.idle()
+    assert fills.is_unshareable("k")
+    release.clear()
+    shareable = True
+    again = fills.start("k", body, max_buffer_bytes=1024)  # still a keyed fill
+    assert fills.to_follow("k") is None  # before its head: the key's last answer counts
+    with again.follow() as leader:
+        await leader.head()
+        release.set()
+    await fills.idle()
+    assert not fills.is_unshareable("k")
+    release.clear()
+    third = fills.start("k", body, max_buffer_bytes=1024)
+    assert fills.to_follow("k") is third
+    release.set()
+    await read_all(third)
+    await fills.aclose()
+
+
+async def test_the_memory_of_unshareable_keys_is_bounded_and_drops_the_oldest() -> None:
+    fills = Fills(max_unshareable=2)
+
+    async def body(fill: Fill) -> None:
+        fill.set_head(Head(200, CIMultiDict(), is_shareable=False))
+
+    for key in ("a", "b", "c"):
+        await read_all(fills.start(key, body, max_buffer_bytes=1024))
+    await fills.idle()
+    assert [fills.is_unshareable(k) for k in ("a", "b", "c")] == [False, True, True]
+    await fills.aclose()
+
+
+async def test_read_gives_what_chunks_would_then_empty_at_the_end() -> None:
+    fills = Fills()
+
+    async def body(fill: Fill) -> None:
+        fill.set_head(head())
+        await fill.feed(b"one ")
+        await fill.feed(b"two")
+
+    fill = fills.start("k", body, max_buffer_bytes=1024)
+    with fill.follow() as follower:
+        await follower.head()
+        got = b""
+        while data := await follower.read():
+            got += data
+        assert (got, await follower.read()) == (b"one two", b"")
+    await fills.aclose()
+
+
+async def test_a_follower_leaving_while_it_waits_for_the_head_leaves_the_others_theirs() -> None:
+    fills = Fills()
+    release = asyncio.Event()
+
+    async def body(fill: Fill) -> None:
+        await release.wait()
+        fill.set_head(head())
+
+    fill = fills.start("k", body, max_buffer_bytes=1024)
+    staying, leaving = fill.follow(), fill.follow()
+    gone = leaving.head()
+    waiter = gone.send(None)  # run to its await: on its own future, not the fill's head
+    waiter.cancel()  # as cancelling its task would
+    with pytest.raises(asyncio.CancelledError):
+        gone.send(None)
+    release.set()
+    assert (await staying.head()).status == 200 and not fill.head.cancelled()
+    staying.close()
+    leaving.close()
+    await fills.aclose()

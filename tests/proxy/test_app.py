@@ -8,13 +8,15 @@ import tempfile
 
 import aiohttp
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from tests.integration.harness import html, weaver_stack
 from tests.servers import serve_app
 from weaver.config.load import build_config
 from weaver.config.schema import Config
-from weaver.proxy.app import build_app, hub_for, lane_front
+from weaver.proxy.app import build_app, hub_for, lane_front, page_front
 from weaver.proxy.edge import EDGE_KEY
+from weaver.proxy.listener import EdgeRunner
 
 SHELL = '<h1>shop</h1><weaver-include src="/cart" mode="suspense">cart…</weaver-include>'
 
@@ -82,3 +84,56 @@ async def test_the_hit_lane_fronts_the_app_only_when_no_access_log_needs_every_l
             finally:
                 await runner.cleanup()
         assert lane_front(web.Application()) is None  # not Weaver's app: no front
+
+
+async def test_the_page_front_proxies_pages_past_the_router_and_leaves_it_the_rest() -> None:
+    seen: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        return html(f"page {request.method}")
+
+    origin = web.Application()
+    origin.router.add_route("*", "/{tail:.*}", page)
+    async with serve_app(origin) as origin_url:
+        with tempfile.TemporaryDirectory() as cache_dir:
+            config = _config(origin_url, cache_dir, access_log="off")
+            app = build_app(config)
+            runner = EdgeRunner(app, config.server, front=lane_front, pages=page_front)
+            await runner.setup()
+            pages = page_front(app)  # started: Weaver's own routes, one middleware
+            assert pages is not None
+            for method, path, headers in (
+                ("POST", "/b", {}),  # not a page fetch: the router's
+                ("GET", "/_weaver/health", {}),  # Weaver's own route
+                ("GET", "/a", {"Expect": "100-continue"}),  # the router's expect handler
+            ):
+                assert pages(make_mocked_request(method, path, headers, app=app)) is None
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started
+            url = f"http://127.0.0.1:{port}"
+            try:
+                async with asyncio.timeout(10), aiohttp.ClientSession() as client:
+                    async with client.get(url + "/_weaver/metrics") as resp:
+                        before = _bypassed(await resp.text())
+                    async with client.get(url + "/a") as resp:
+                        assert (resp.status, await resp.text()) == (200, "page GET")
+                        assert resp.headers["X-Weaver-Cache"] == "BYPASS"
+                    async with client.post(url + "/b", data=b"x") as resp:  # the router's
+                        assert await resp.text() == "page POST"
+                    async with client.get(url + "/_weaver/health") as resp:
+                        assert resp.status == 200
+                    async with client.get(url + "/_weaver/metrics") as resp:
+                        after = _bypassed(await resp.text())
+            finally:
+                await runner.cleanup()
+    assert seen == ["GET /a", "POST /b"]
+    assert after - before == 2.0  # both counted by the access middleware, front or not
+    assert page_front(web.Application()) is None  # not Weaver's app: no front
+
+
+def _bypassed(metrics_text: str) -> float:
+    prefix = 'weaver_requests_total{cache="BYPASS",route="/",status="2xx"} '
+    found = [line for line in metrics_text.splitlines() if line.startswith(prefix)]
+    return float(found[0][len(prefix) :]) if found else 0.0

@@ -11,6 +11,7 @@ from weaver.proxy.compress import (
     MIN_COMPRESS_BYTES,
     add_vary,
     apply_encoding,
+    apply_negotiated,
     choose_encoding,
     is_compressible,
     is_negotiable,
@@ -174,6 +175,17 @@ def test_apply_encoding_of_a_stored_variant_keeps_ranges_and_length() -> None:
     assert headers["Accept-Ranges"] == "bytes"
     assert headers["Content-Length"] == "20000"  # the caller sets the variant's
     assert headers["ETag"] == '"abc-br"'
+
+
+def test_apply_negotiated_is_apply_encoding_without_the_check() -> None:
+    checked = CIMultiDict({**HTML, "ETag": '"abc"', "Accept-Ranges": "bytes"})
+    trusted = CIMultiDict(checked)
+    apply_encoding(checked, Encoding.GZIP, status=200)
+    apply_negotiated(trusted, Encoding.GZIP)
+    assert trusted == checked
+    not_negotiable = CIMultiDict({"Content-Type": "image/png"})
+    apply_negotiated(not_negotiable, None)  # the caller said it was: it varies
+    assert not_negotiable["Vary"] == "Accept-Encoding"
 
 
 def test_an_identity_answer_to_a_negotiable_response_still_varies() -> None:

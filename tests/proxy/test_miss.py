@@ -211,6 +211,35 @@ async def test_a_private_answer_is_passed_on_as_bypass_and_asked_again() -> None
     assert rec.requests == ["/", "/"]
 
 
+async def test_once_a_page_answered_private_requests_for_it_fetch_at_once_not_coalesced() -> None:
+    """Hit-for-miss: a request for a page whose last answer could not be shared does not
+    wait for another request's head only to be refused it; it asks the origin at once."""
+    rec = Recorder()
+    in_flight = 0
+    both_asked = asyncio.Event()
+
+    async def account(request: web.Request) -> web.Response:
+        nonlocal in_flight
+        if len(rec.requests) > 1:  # after the first: answer only once both are at the origin
+            in_flight += 1
+            if in_flight == 2:
+                both_asked.set()
+            await both_asked.wait()
+        return html("yours", **{"Cache-Control": "private"})
+
+    async with (
+        asyncio.timeout(10),
+        weaver_stack({"/": account}, rec) as stack,
+        aiohttp.ClientSession() as client,
+    ):
+        await get(client, stack.url + "/", None)
+        answers = await asyncio.gather(*(get(client, stack.url + "/", None) for _ in range(2)))
+    assert [(status, body, h["X-Weaver-Cache"]) for status, body, h in answers] == [
+        (200, b"yours", "BYPASS")
+    ] * 2
+    assert rec.requests == ["/", "/", "/"]
+
+
 async def test_an_origin_error_after_expiry_serves_the_stored_page_stale_if_error() -> None:
     failing = False
 

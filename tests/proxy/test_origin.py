@@ -146,6 +146,27 @@ async def test_a_body_that_stalls_past_the_read_timeout_raises_timeout_error() -
                 await anext(chunks)
 
 
+async def test_read_gives_the_body_piece_by_piece_then_empty_and_a_cut_body_raises() -> None:
+    origin = Transports()
+    async with asyncio.timeout(TIMEOUT_S), serve_app(origin.app) as url, origin_client() as client:
+        async with client.request("GET", url + "/chunked", headers={}) as resp:
+            body = b""
+            while data := await resp.read():
+                body += data
+            assert (body, await resp.read()) == (b"hello, world", b"")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+        await writer.drain()
+
+    async with asyncio.timeout(TIMEOUT_S), raw_origin(serve) as url, origin_client() as client:
+        async with client.request("GET", url + "/", headers={}) as resp:
+            assert await resp.read() == b"12345"
+            with pytest.raises(OriginError):
+                await resp.read()
+
+
 async def test_a_body_cut_short_is_an_origin_error() -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await reader.readuntil(b"\r\n\r\n")
