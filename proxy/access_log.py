@@ -94,16 +94,18 @@ def configure(fmt: AccessLogFormat) -> None:
     access_log.propagate = False
 
 
-def woven(config: Config, url: str, status: int, timing: str) -> None:
-    """The ``woven`` line of a page that was woven: every include's outcome and time."""
+def woven(config: Config, url: str, status: int, timing: Callable[[], str]) -> None:
+    """The ``woven`` line of a page that was woven: every include's outcome and time
+    (``timing()``, the page's whole ``Server-Timing``, made only when the line is logged)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
+    timing_text = timing()
     if config.server.access_log is AccessLogFormat.JSON:
         access_log.info(
-            "%s", orjson.dumps({"woven": url, "status": status, "timing": timing}).decode()
+            "%s", orjson.dumps({"woven": url, "status": status, "timing": timing_text}).decode()
         )
     else:
-        access_log.info("woven %s status=%d %s", url, status, timing)
+        access_log.info("woven %s status=%d %s", url, status, timing_text)
 
 
 def middleware(config: Config) -> Middleware:

@@ -153,19 +153,26 @@ async def _weave(
         )
         try:
             await _weave_into(fill, conductor, plan, resp, writer, shell_s, reason)
+            # The whole body went out: every part ended, so the record is final.
+            record = weave.record()
+            fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
+            fill.channels = list(record.channels)
+            if record.dropped:  # once per page, fragments included
+                drops = format_drops(dict(record.dropped))
+                log.warning("%s: ESI markup removed: %s", plan.url, drops)
+            metrics.observe_weave(shell_s, record.fragments)
+            access_log.woven(
+                edge.config,
+                plan.url,
+                fill.head.result().status,
+                lambda: server_timing(shell_s, record.fragments, max_bytes=None),
+            )
+            if writer is None:
+                # Nothing to commit: followers end their responses now, the last bytes
+                # with the end of the body, not after the fetch tasks are joined.
+                fill.finish()
         finally:
             conductor.close()
-    record = weave.record()
-    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
-    if record.dropped:  # once per page, fragments included
-        log.warning("%s: ESI markup removed: %s", plan.url, format_drops(dict(record.dropped)))
-    metrics.observe_weave(shell_s, record.fragments)
-    access_log.woven(
-        edge.config,
-        plan.url,
-        fill.head.result().status,
-        server_timing(shell_s, record.fragments, max_bytes=None),
-    )
     return record
 
 
@@ -210,7 +217,6 @@ async def _weave_into(
         if writer is not None:
             await writer.write(chunk)
         await fill.feed(chunk)
-    fill.channels = list(conductor.weave.record().channels)
 
 
 async def _commit(

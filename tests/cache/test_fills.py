@@ -123,6 +123,34 @@ async def test_a_failure_after_the_head_breaks_the_body_instead_of_ending_it() -
     await fills.aclose()
 
 
+async def test_a_failure_after_the_body_was_finished_leaves_it_whole() -> None:
+    # A fill may finish its body before its own wrap-up (joining its fetch tasks): what
+    # fails there must not turn a whole body into a broken one for a follower still
+    # reading it.
+    fills = Fills()
+    finished = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def body(fill: Fill) -> None:
+        fill.set_head(head())
+        await fill.feed(b"whole")
+        fill.finish()
+        finished.set()
+        await go_on.wait()
+        raise ConnectionResetError("wrap-up failed")
+
+    fill = fills.start("k", body, max_buffer_bytes=1024)
+    with fill.follow() as follower:
+        await follower.head()
+        await finished.wait()
+        go_on.set()
+        await fills.idle()
+        got = b"".join([chunk async for chunk in follower.chunks()])
+    assert got == b"whole"
+    assert fill.error is None
+    await fills.aclose()
+
+
 async def test_a_lagging_follower_is_cut_off_while_the_fast_one_keeps_going() -> None:
     fills = Fills()
 
