@@ -109,6 +109,14 @@ def fragment_policy(
     return entry_policy(answer, rules=Rules.fragment(route), request_headers=sent, key=key)
 
 
+def fragment_refusal(
+    route: RouteConfig, answer: Answer, sent: Mapping[str, str], key: str
+) -> Refusal | None:
+    """Why a fragment's own entry must not be stored, or None: :func:`fragment_policy`'s
+    refusal, without its freshness and tags (asked when each fragment's head arrives)."""
+    return cache_policy.shell_refusal(answer, Rules.fragment(route), sent, key)
+
+
 def shell_refusal(
     route: RouteConfig, answer: Answer, sent: Mapping[str, str], key: str
 ) -> Refusal | None:

@@ -99,6 +99,24 @@ def test_only_a_fragments_own_success_is_stored_and_a_private_fill_never() -> No
     assert private is not None and private.why is Why.NO_KEY
 
 
+@pytest.mark.parametrize(
+    ("status", "cache_control", "key"),
+    [(200, "max-age=60", "f"), (200, "no-store", "f"), (404, "max-age=60", "f"), (200, "", "")],
+)
+def test_a_fragment_s_refusal_and_lifetime_are_its_policy_s(
+    status: int, cache_control: str, key: str
+) -> None:
+    # The conductor asks for the refusal alone when a head arrives, and for the freshness
+    # alone when a fragment that is not stored ends: the same verdicts as the policy's.
+    got = answer(status, Cache_Control=cache_control, Date="Tue, 14 Nov 2023 22:13:20 GMT")
+    policy = entries.fragment_policy(route(ttl="30s"), got, {}, key)
+    assert entries.fragment_refusal(route(ttl="30s"), got, {}, key) == policy.refusal
+    freshness = entries.response_freshness(
+        route(ttl="30s"), got.headers, got.request_time, got.response_time
+    )
+    assert freshness == policy.freshness
+
+
 def test_a_received_responses_ttl_is_its_lifetime_less_its_age() -> None:
     got = entries.response_freshness(
         route(), received(Cache_Control="max-age=60", Age="10"), 5.0, 5.0
