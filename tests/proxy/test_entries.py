@@ -62,6 +62,17 @@ def test_request_url_is_the_normal_form_and_refuses_what_is_not_http() -> None:
         entries.request_url("/f", "ftp://x/")
 
 
+def test_a_url_normalised_or_refused_once_is_so_every_time() -> None:
+    # Both are remembered per distinct URL (a page's fragments come back on every miss).
+    for _ in range(2):
+        assert entries.request_url("/f", "http://127.0.0.1:9000/%7ef") == (
+            "http://127.0.0.1:9000/~f"
+        )
+        with pytest.raises(FragmentError, match="not a valid http"):
+            entries.request_url("/f", "http://bad host/")
+        assert entries.fragment_key(URL, {}, ()) == entries.fragment_key(URL, {"X": "1"}, ())
+
+
 def test_fragment_keys_differ_by_the_routes_vary_headers_as_sent() -> None:
     en = entries.fragment_key(URL, {"Accept-Language": "en"}, ("Accept-Language",))
     de = entries.fragment_key(URL, {"Accept-Language": "de"}, ("Accept-Language",))
