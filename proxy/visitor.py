@@ -140,10 +140,12 @@ def cancel_suspense(request: web.Request) -> None:
 def slot_producers(visit: Visit) -> Callable[[str, str, float], SlotProducer]:
     """Makes the producer of one slot (id, URL, timeout) for this visitor, as the
     session's fetches are made: for inline delivery (:class:`weaver.proxy.inline.InlineSlots`)."""
-    headers = visitor_headers(visit.request.headers, visit.peer, for_fill=True)
+    made: list[CIMultiDict[str]] = []  # the visitor's headers, made for the first slot
 
     def make(slot: str, url: str, timeout_s: float) -> SlotProducer:
-        return _producer(visit, slot, url, timeout_s, headers)
+        if not made:  # most pages have no inline slot: nothing to make on their way out
+            made.append(visitor_headers(visit.request.headers, visit.peer, for_fill=True))
+        return _producer(visit, slot, url, timeout_s, made[0])
 
     return make
 
