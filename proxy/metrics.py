@@ -119,6 +119,7 @@ _FRAGMENT_CHILDREN: dict[str, tuple[Any, Any]] = {}
 def observe_weave(shell_s: float, fragments: Sequence[FragmentRecord]) -> None:
     """One page woven: the origin's time to its head and each ended include."""
     ORIGIN_SECONDS.observe(shell_s)
+    counts: dict[str, int] = {}
     for record in fragments:
         if not record.is_done:
             continue
@@ -127,9 +128,11 @@ def observe_weave(shell_s: float, fragments: Sequence[FragmentRecord]) -> None:
         if children is None:
             children = (FRAGMENTS.labels(outcome), FRAGMENT_SECONDS.labels(outcome))
             _FRAGMENT_CHILDREN[outcome] = children
-        children[0].inc()
+        counts[outcome] = counts.get(outcome, 0) + 1
         if record.duration_s is not None:
             children[1].observe(record.duration_s)
+    for outcome, count in counts.items():  # one increment per outcome, not per include
+        _FRAGMENT_CHILDREN[outcome][0].inc(count)
 
 
 class _StoreCollector(Collector):
