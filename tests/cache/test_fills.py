@@ -8,7 +8,7 @@ import pytest
 from multidict import CIMultiDict
 
 from weaver.cache.errors import FillFailed, FollowerLagged
-from weaver.cache.fills import Fill, Fills, Head
+from weaver.cache.fills import Fill, Fills, Follower, Head
 
 
 def head(status: int = 200) -> Head:
@@ -87,6 +87,35 @@ async def test_the_last_follower_leaving_cancels_the_fill() -> None:
         await follower.head()
     async with asyncio.timeout(2):
         await cancelled.wait()
+    await fills.aclose()
+
+
+async def test_a_follower_cancelled_while_waiting_for_the_head_leaves_the_others_theirs() -> None:
+    fills = Fills()
+    release = asyncio.Event()
+
+    async def body(fill: Fill) -> None:
+        await release.wait()
+        fill.set_head(head(203))
+        await fill.feed(b"a")
+
+    async def head_of(follower: Follower, waiting: asyncio.Event) -> Head:
+        waiting.set()  # in the same step as the wait below: it is waiting once this is seen
+        return await follower.head()
+
+    fill = fills.start("k", body, max_buffer_bytes=1024)
+    with fill.follow() as gone, fill.follow() as staying:
+        async with asyncio.timeout(5), asyncio.TaskGroup() as tasks:
+            both = [asyncio.Event(), asyncio.Event()]
+            waiting = tasks.create_task(head_of(gone, both[0]))
+            kept = tasks.create_task(head_of(staying, both[1]))
+            for event in both:
+                await event.wait()
+            waiting.cancel()
+            release.set()
+        assert waiting.cancelled()
+        assert kept.result().status == 203
+        assert b"".join([c async for c in staying.chunks()]) == b"a"
     await fills.aclose()
 
 
