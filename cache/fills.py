@@ -150,11 +150,18 @@ class Fill:
             callback()
 
     def finish(self) -> None:
+        """The body is whole: followers end once they have read it. Idempotent."""
         self.state = FillState.DONE
         self._changed.set()
 
     def fail(self, error: BaseException) -> None:
-        """The fill broke off; followers that already have the head are aborted."""
+        """The fill broke off; followers that already have the head are aborted.
+
+        After :meth:`finish` the body is whole and stays so: what failed after it (the
+        fill's own wrap-up) is the fill task's to log, not the followers' to see.
+        """
+        if self.state is FillState.DONE:
+            return
         self.error = error
         self.state = FillState.FAILED
         if not self.head.done():

@@ -16,6 +16,7 @@ Choices a shared edge cache makes, and why:
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -117,6 +118,12 @@ def _seconds(value: str | None) -> float | None:
 def http_date(value: str | None) -> float | None:
     if not value:
         return None
+    return _parsed_date(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_date(value: str) -> float | None:
+    """Parsed once per distinct text: the answers of one second share their ``Date``."""
     try:
         return parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -1,10 +1,11 @@
 """bench_assembly: a page of K fragments each delayed D ms, through Weaver.
 
 Reports Weaver's TTFB and total time against the ideal (the slowest fragment, since they
-run in parallel) and against the sequential cost (the sum), as ratios, and the TTFB of the
-origin's shell alone. Origin, Weaver and the client each run in their own process, as
-in production: a client on Weaver's own event loop would be charged for the fragment
-fetches Weaver starts.
+run in parallel) and against the sequential cost (the sum), as ratios, the TTFB of the
+origin's shell alone, and the origin's own time for the K fragments asked at once by a
+plain aiohttp client (its late answers are not Weaver's). Origin, Weaver and the client
+each run in their own process, as in production: a client on Weaver's own event loop
+would be charged for the fragment fetches Weaver starts.
 Run: ``python -m loadtests.bench_assembly``.
 """
 
@@ -55,6 +56,37 @@ async def timed_get(client: aiohttp.ClientSession, url: str) -> tuple[float, flo
         return ttfb, time.perf_counter() - started
 
 
+async def fanout(port: int, k: int) -> float:
+    """The origin alone: its K fragments asked at once by a plain aiohttp client (one
+    connection each, kept alive), until the last answer is read. What the origin's own
+    late answers cost, measured without Weaver: total minus this is Weaver's part."""
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as client:
+
+        async def one(i: int) -> None:
+            async with client.get(f"http://127.0.0.1:{port}/f/{i}") as resp:
+                await resp.read()
+
+        for _ in range(2):  # open and warm the connections
+            await asyncio.gather(*(one(i) for i in range(k)))
+        times = []
+        for _ in range(ROUNDS):
+            started = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(k)))
+            times.append(time.perf_counter() - started)
+    return sorted(times)[ROUNDS // 2]
+
+
+async def idle_get(client: aiohttp.ClientSession, url: str, idle_s: float) -> float:
+    """TTFB of ``url`` asked after ``idle_s`` of quiet, as each woven page is asked (its
+    predecessor waited that long for its fragments). On this VM a process woken from
+    idle and its cold caches cost several hundred microseconds at every hop, which a
+    shell asked back to back never pays."""
+    await asyncio.sleep(idle_s)
+    ttfb, _ = await timed_get(client, url)
+    return ttfb
+
+
 def weaver_app(origin_port: int, cache_dir: str) -> web.Application:
     collector.tune_for_serving()  # as `weaver serve` does (proxy/worker.py run)
     config = build_config(
@@ -81,9 +113,14 @@ async def scenario(k: int, delay_ms: int) -> None:
             shell = [
                 await timed_get(client, f"http://127.0.0.1:{origin_port}/") for _ in range(ROUNDS)
             ]
+            shell_idle = [
+                await idle_get(client, f"http://127.0.0.1:{origin_port}/", delay_ms / 1000)
+                for _ in range(ROUNDS if k else 0)
+            ]
             woven = [
                 await timed_get(client, f"http://127.0.0.1:{weaver_port}/") for _ in range(ROUNDS)
             ]
+        plain = await fanout(origin_port, k) if k else None
     finally:
         for proc in procs:
             proc.kill()
@@ -99,6 +136,18 @@ async def scenario(k: int, delay_ms: int) -> None:
         f"  TTFB {ttfb * 1000:.2f} ms vs shell TTFB {shell_ttfb * 1000:.2f} ms "
         f"(+{(ttfb - shell_ttfb) * 1000:.2f} ms, target <= +1 ms)  [{load_average()}]"
     )
+    if shell_idle:
+        idle_ttfb = sorted(shell_idle)[ROUNDS // 2]
+        print(
+            f"        shell TTFB asked after {delay_ms} ms idle, as the woven pages are:"
+            f" {idle_ttfb * 1000:.2f} ms (Weaver +{(ttfb - idle_ttfb) * 1000:.2f} ms)"
+        )
+    if plain is not None:
+        print(
+            f"        origin alone, K fragments to a plain aiohttp client: {plain * 1000:.1f} ms"
+            f" = {plain / ideal:.3f} x ideal; Weaver's part of total - ideal:"
+            f" {(total - plain) * 1000:.1f} ms of {(total - ideal) * 1000:.1f} ms"
+        )
 
 
 async def main() -> None:

@@ -269,7 +269,7 @@ class Conductor:
             if not self._is_live(part, attempt):
                 return
             answer = Answer(resp.status, resp.headers, request_time, request_time)
-            refusal = entries.fragment_policy(self.route, answer, headers, key).refusal
+            refusal = entries.fragment_refusal(self.route, answer, headers, key)
             writer = await entries.begin(self.store, key, refusal)
             try:
                 body = resp.chunks(deadline=deadline)
@@ -277,10 +277,15 @@ class Conductor:
                     part, attempt, _tee(body, writer) if writer else body, inner
                 ):
                     return
-                answer = Answer(resp.status, resp.headers, request_time, self.clock.time())
-                policy = entries.fragment_policy(self.route, answer, headers, key)
-                freshness = policy.freshness
-                if writer is not None:
+                response_time = self.clock.time()
+                if writer is None:  # only its lifetime matters (the page's is the shortest)
+                    freshness = entries.response_freshness(
+                        self.route, resp.headers, request_time, response_time
+                    )
+                else:
+                    answer = Answer(resp.status, resp.headers, request_time, response_time)
+                    policy = entries.fragment_policy(self.route, answer, headers, key)
+                    freshness = policy.freshness
                     facts = entries.fragment_facts(key, resp.status, resp.headers, headers, policy)
                     self._pending[(part, attempt)] = (writer, facts)
                     writer = None  # Commit takes it from here
@@ -301,14 +306,20 @@ class Conductor:
         return self._is_live(part, attempt)
 
     def _headers_for(self, url: str) -> CIMultiDict[str]:
-        headers = CIMultiDict(self.fragment_headers)
+        """What a fragment at ``url`` is fetched with: ``fragment_headers`` as they are
+        (read, never changed, by every fetch), or a copy with the preserved Host when
+        ``url`` is on the route's own origin."""
+        if self.host_header is None:
+            return self.fragment_headers
         parts = urlsplit(url)
-        if self.host_header is not None and (parts.scheme, parts.hostname, parts.port) == (
+        if (parts.scheme, parts.hostname, parts.port) != (
             self.origin.scheme,
             self.origin.host,
             self.origin.port,
         ):
-            headers["Host"] = self.host_header
+            return self.fragment_headers
+        headers = CIMultiDict(self.fragment_headers)
+        headers["Host"] = self.host_header
         return headers
 
 

@@ -15,6 +15,7 @@ function, :func:`weaver.cache.policy.entry_policy`, for pages (:func:`shell_refu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -68,17 +69,37 @@ def request_url(src: str, url: str) -> str:
     Raises:
         FragmentError: ``url`` is not an http(s) URL with a valid host.
     """
-    normal = normalise_url(url)
+    normal = _normal_url(url)
     if normal is None:
         raise FragmentError(src, "not a valid http(s) URL")
+    return normal
+
+
+@functools.lru_cache(maxsize=4096)
+def _normal_url(url: str) -> str | None:
+    """Once per distinct URL: a page's fragments are asked again on every miss."""
+    normal = normalise_url(url)
+    if normal is None:
+        return None
     authority, target = normal
     return f"{url.partition('://')[0].lower()}://{authority}{target}"
 
 
 def fragment_key(url: str, sent: Mapping[str, str], vary: tuple[str, ...]) -> str:
     """A fragment's cache key: its URL and the route's vary headers as sent."""
+    if not vary:
+        return _url_key(url)
+    return _key(url, request_vary_values(vary, (), sent))
+
+
+@functools.lru_cache(maxsize=4096)
+def _url_key(url: str) -> str:
+    """A route that varies on nothing keys a fragment by its URL alone: made once."""
+    return _key(url, ())
+
+
+def _key(url: str, values: tuple[tuple[str, str], ...]) -> str:
     parts = urlsplit(url)
-    values = request_vary_values(vary, (), sent)
     target = parts.path + ("?" + parts.query if parts.query else "")
     return cache_key("GET", parts.netloc, target, values, scheme=parts.scheme)
 
@@ -107,6 +128,14 @@ def fragment_policy(
 ) -> Policy:
     """The cache's verdict on a fragment's own entry (2xx only; its own tags)."""
     return entry_policy(answer, rules=Rules.fragment(route), request_headers=sent, key=key)
+
+
+def fragment_refusal(
+    route: RouteConfig, answer: Answer, sent: Mapping[str, str], key: str
+) -> Refusal | None:
+    """Why a fragment's own entry must not be stored, or None: :func:`fragment_policy`'s
+    refusal, without its freshness and tags (asked when each fragment's head arrives)."""
+    return cache_policy.shell_refusal(answer, Rules.fragment(route), sent, key)
 
 
 def shell_refusal(

@@ -156,20 +156,28 @@ async def _weave(
         )
         try:
             await _weave_into(fill, conductor, plan, resp, writer, shell_s, reason)
+            # The whole body went out: every part ended, every include was found.
+            fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in weave.suspense]
+            fill.channels = list(weave.channels)
+            if writer is None:
+                # Nothing to commit: the followers end their responses now, the last
+                # bytes with the end of the body; one turn of the loop lets them write it
+                # before this page's record, metrics and log line are made.
+                fill.finish()
+                await asyncio.sleep(0)
+            record = weave.record()
+            if record.dropped:  # once per page, fragments included
+                drops = format_drops(dict(record.dropped))
+                log.warning("%s: ESI markup removed: %s", plan.url, drops)
+            metrics.observe_weave(shell_s, record.fragments)
+            access_log.woven(
+                edge.config,
+                plan.url,
+                fill.head.result().status,
+                lambda: server_timing(shell_s, record.fragments, max_bytes=None),
+            )
         finally:
             conductor.close()
-    record = weave.record()
-    fill.slots = [(s.slot, s.plan.url, s.plan.timeout_s) for s in record.suspense]
-    fill.channels = list(record.channels)
-    if record.dropped:  # once per page, fragments included
-        log.warning("%s: ESI markup removed: %s", plan.url, format_drops(dict(record.dropped)))
-    metrics.observe_weave(shell_s, record.fragments)
-    access_log.woven(
-        edge.config,
-        plan.url,
-        fill.head.result().status,
-        lambda: server_timing(shell_s, record.fragments, max_bytes=None),
-    )
     return record
 
 

@@ -73,6 +73,7 @@ from weaver.proxy.scanner_grammar import (
     may_become_esi,
     parse_attrs,
     safe_end,
+    simple_include,
     tag_end,
 )
 
@@ -248,6 +249,8 @@ class Scanner:
     def _tag(self, data: bytes, start: int, events: list[Event], *, is_final: bool) -> int | None:
         """Handle the markup at ``start``; return where scanning goes on, None to wait."""
         is_esi = data[start + 1 : start + 3].lower() in (b"es", b"/e")
+        if is_esi and (simple := simple_include(data, start, self.max_tag_bytes)) is not None:
+            return self._esi(b"esi:include", *simple, events, is_closing=False, is_empty=True)
         end = tag_end(data, start, self.max_tag_bytes)
         if end is None:
             if not is_final and len(data) - start < self.max_tag_bytes:
@@ -266,7 +269,7 @@ class Scanner:
         attrs = parse_attrs(tag.group(3))
         if is_esi:
             return self._esi(
-                name, attrs, raw, events, end, is_closing=is_closing, is_empty=is_empty
+                name, attrs, raw, end, events, is_closing=is_closing, is_empty=is_empty
             )
         if is_closing:
             if name == b"weaver-subscribe":
@@ -289,8 +292,8 @@ class Scanner:
         name: bytes,
         attrs: tuple[tuple[str, str], ...],
         raw: bytes,
-        events: list[Event],
         end: int,
+        events: list[Event],
         *,
         is_closing: bool,
         is_empty: bool,
@@ -390,11 +393,10 @@ class Scanner:
         self._dropped[drop] = self._dropped.get(drop, 0) + 1
 
     def _malformed(self, data: bytes, start: int, events: list[Event], why: str) -> int:
-        """Give up on the weaver markup at ``start``: its first byte passes as text."""
-        self._warn(why, data[start : start + 80])
-        return self._pass(data, start, events)
-
-    def _warn(self, why: str, sample: bytes) -> None:
+        """Give up on the weaver markup at ``start``: its first byte passes as text (the
+        first time, a warning says why)."""
         if not self._has_warned:
             self._has_warned = True
+            sample = data[start : start + 80]
             log.warning("malformed markup passed through as text (%s): %r", why, sample)
+        return self._pass(data, start, events)

@@ -104,6 +104,29 @@ TAG_STOP = re.compile(rb"[<>]")
 FALLBACK_TOKEN = re.compile(rb"<(?:/weaver-include\s*>|!--|" + _CDATA + rb")", re.I)
 
 
+# The common tag, read in one match: an empty esi:include whose attributes are all
+# double-quoted, holding nothing to unescape or decode. :func:`simple_include` reads it
+# exactly as tag_end, TAG and parse_attrs would; anything else goes their way.
+SIMPLE_INCLUDE = re.compile(
+    rb'<esi:include((?:[ \t\r\n]+[a-z][a-z-]*="[^"<>&\x80-\xff]*")+)[ \t\r\n]*/>', re.I
+)
+_SIMPLE_ATTR = re.compile(rb'([a-z][a-z-]*)="([^"]*)"', re.I)
+
+
+def simple_include(
+    data: bytes, start: int, max_bytes: int
+) -> tuple[tuple[tuple[str, str], ...], bytes, int] | None:
+    """The attributes, bytes and end of a simple ``<esi:include …/>``
+    (:data:`SIMPLE_INCLUDE`) at ``start`` ending within ``max_bytes``; None for any other
+    markup."""
+    match = SIMPLE_INCLUDE.match(data, start, start + max_bytes)
+    if match is None:
+        return None
+    pairs = _SIMPLE_ATTR.findall(match.group(1))
+    attrs = tuple((name.decode("ascii").lower(), value.decode("ascii")) for name, value in pairs)
+    return attrs, match.group(), match.end()
+
+
 def parse_attrs(text: bytes) -> tuple[tuple[str, str], ...]:
     """Attributes of a tag: names lowercased, values HTML-unescaped, booleans ``""``."""
     attrs: list[tuple[str, str]] = []

@@ -115,6 +115,15 @@ class Weave:
         return bool(self._suspense or self._channels)
 
     @property
+    def suspense(self) -> tuple[SuspenseSlot, ...]:
+        """The suspense slots found so far, as in :meth:`record` (which costs more)."""
+        return tuple(self._suspense)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(self._channels)
+
+    @property
     def is_head_sent(self) -> bool:
         return self._head is _Head.SENT
 

@@ -8,7 +8,7 @@ import pytest
 from multidict import CIMultiDict
 
 from weaver.cache.errors import FillFailed, FollowerLagged
-from weaver.cache.fills import Fill, Fills, Head
+from weaver.cache.fills import Fill, Fills, Follower, Head
 
 
 def head(status: int = 200) -> Head:
@@ -90,6 +90,35 @@ async def test_the_last_follower_leaving_cancels_the_fill() -> None:
     await fills.aclose()
 
 
+async def test_a_follower_cancelled_while_waiting_for_the_head_leaves_the_others_theirs() -> None:
+    fills = Fills()
+    release = asyncio.Event()
+
+    async def body(fill: Fill) -> None:
+        await release.wait()
+        fill.set_head(head(203))
+        await fill.feed(b"a")
+
+    async def head_of(follower: Follower, waiting: asyncio.Event) -> Head:
+        waiting.set()  # in the same step as the wait below: it is waiting once this is seen
+        return await follower.head()
+
+    fill = fills.start("k", body, max_buffer_bytes=1024)
+    with fill.follow() as gone, fill.follow() as staying:
+        async with asyncio.timeout(5), asyncio.TaskGroup() as tasks:
+            both = [asyncio.Event(), asyncio.Event()]
+            waiting = tasks.create_task(head_of(gone, both[0]))
+            kept = tasks.create_task(head_of(staying, both[1]))
+            for event in both:
+                await event.wait()
+            waiting.cancel()
+            release.set()
+        assert waiting.cancelled()
+        assert kept.result().status == 203
+        assert b"".join([c async for c in staying.chunks()]) == b"a"
+    await fills.aclose()
+
+
 async def test_a_failure_before_the_head_reaches_every_follower() -> None:
     fills = Fills()
 
@@ -120,6 +149,34 @@ async def test_a_failure_after_the_head_breaks_the_body_instead_of_ending_it() -
             async for chunk in follower.chunks():
                 got += chunk
     assert got == b"partial"
+    await fills.aclose()
+
+
+async def test_a_failure_after_the_body_was_finished_leaves_it_whole() -> None:
+    # A fill may finish its body before its own wrap-up (joining its fetch tasks): what
+    # fails there must not turn a whole body into a broken one for a follower still
+    # reading it.
+    fills = Fills()
+    finished = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def body(fill: Fill) -> None:
+        fill.set_head(head())
+        await fill.feed(b"whole")
+        fill.finish()
+        finished.set()
+        await go_on.wait()
+        raise ConnectionResetError("wrap-up failed")
+
+    fill = fills.start("k", body, max_buffer_bytes=1024)
+    with fill.follow() as follower:
+        await follower.head()
+        await finished.wait()
+        go_on.set()
+        await fills.idle()
+        got = b"".join([chunk async for chunk in follower.chunks()])
+    assert got == b"whole"
+    assert fill.error is None
     await fills.aclose()
 
 

@@ -304,3 +304,13 @@ def test_lifetime_and_age_are_never_negative(headers: dict[str, str], elapsed_s:
     assert entry.lifetime_s >= 0
     assert entry.age(NOW + elapsed_s) >= 0
     assert int(entry.age_header(NOW + elapsed_s)) >= 0
+
+
+def test_an_http_date_reads_the_same_every_time_and_a_bad_one_never() -> None:
+    # Parsed once per distinct text (the fragments of one second share their Date).
+    for _ in range(2):
+        assert f.http_date("Tue, 14 Nov 2023 22:13:20 GMT") == 1_700_000_000.0
+        assert f.http_date("Tue, 14 Nov 2023 22:13:21 GMT") == 1_700_000_001.0
+        assert f.http_date("yesterday") is None
+    assert f.http_date("") is None
+    assert f.http_date(None) is None

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from tests.servers import serve_app
 from weaver.config.load import build_config
 from weaver.config.schema import AccessLogFormat, Config
-from weaver.proxy.access_log import configure, middleware
+from weaver.proxy.access_log import configure, middleware, woven
 
 TIMEOUT_S = 10
 
@@ -152,6 +152,20 @@ async def test_off_writes_no_line_but_still_counts_by_route_cache_and_status_cla
     assert access_lines.lines == []
     assert _requests_total("/shop", "HIT", "2xx") == hits + 2
     assert _requests_total("-", "-", "4xx") == misses + 1  # no route: "-"
+
+
+def test_the_woven_line_makes_its_timing_only_when_it_is_written(access_lines: Lines) -> None:
+    made: list[str] = []
+
+    def timing() -> str:
+        made.append("made")
+        return 'shell;dur=1.0, f0;desc="/a ok"'
+
+    woven(_config("text"), "http://o/page", 200, timing)
+    assert access_lines.lines == ['woven http://o/page status=200 shell;dur=1.0, f0;desc="/a ok"']
+    configure(AccessLogFormat.OFF)  # off: no line, and the timing is never built
+    woven(_config("off"), "http://o/page", 200, timing)
+    assert made == ["made"]
 
 
 def test_configure_sends_bare_lines_to_stdout_and_off_silences_them(

@@ -50,6 +50,8 @@ async def weave_page(
     store: Store | None = None,
     heads: list[SetHead] | None = None,
     out: bytearray | None = None,
+    fragment_headers: CIMultiDict[str] | None = None,
+    host_header: str | None = None,
 ) -> tuple[bytes, WeaveRecord]:
     """Conduct ``body`` as a page and read its output (into ``out``) as a consumer would."""
     origin = cfg.origins[0]
@@ -62,7 +64,8 @@ async def weave_page(
             config=cfg,
             route=cfg.routes[0],
             origin=origin,
-            fragment_headers=CIMultiDict(),
+            fragment_headers=CIMultiDict() if fragment_headers is None else fragment_headers,
+            host_header=host_header,
             tasks=tasks,
             root=new_sequencer(cfg, tasks),
             store=store,
@@ -105,6 +108,33 @@ async def test_fragments_are_committed_and_the_next_weave_reads_them_without_a_r
     assert [r.outcome for r in record.fragments] == [Outcome.OK, Outcome.OK]
     assert [r.is_cached for r in again.fragments] == [True, True]
     assert [h.status for h in heads] == [None]
+
+
+async def test_fragments_go_with_the_page_s_headers_and_the_preserved_host() -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    async def fragment(request: web.Request) -> web.Response:
+        seen.append((request.path, request.host, request.headers.get("X-Visitor", "")))
+        return web.Response(text=request.path, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{name}", fragment)
+    shell = b'<esi:include src="/a"/>|<esi:include src="/b"/>'
+    sent = CIMultiDict({"X-Visitor": "v"})
+    async with asyncio.timeout(10), serve_app(app) as url:
+        page, _ = await weave_page(config(url), chunks([shell]), fragment_headers=sent)
+        kept, _ = await weave_page(
+            config(url), chunks([shell]), fragment_headers=sent, host_header="shop.example"
+        )
+    assert page == kept == b"/a|/b"
+    host = url.removeprefix("http://")
+    assert sorted(seen) == [
+        ("/a", host, "v"),
+        ("/a", "shop.example", "v"),
+        ("/b", host, "v"),
+        ("/b", "shop.example", "v"),
+    ]
+    assert sent == CIMultiDict({"X-Visitor": "v"})  # shared by every fetch, never changed
 
 
 async def test_a_fragment_answering_an_error_is_cut_and_its_connection_closed() -> None:

@@ -62,6 +62,17 @@ def test_request_url_is_the_normal_form_and_refuses_what_is_not_http() -> None:
         entries.request_url("/f", "ftp://x/")
 
 
+def test_a_url_normalised_or_refused_once_is_so_every_time() -> None:
+    # Both are remembered per distinct URL (a page's fragments come back on every miss).
+    for _ in range(2):
+        assert entries.request_url("/f", "http://127.0.0.1:9000/%7ef") == (
+            "http://127.0.0.1:9000/~f"
+        )
+        with pytest.raises(FragmentError, match="not a valid http"):
+            entries.request_url("/f", "http://bad host/")
+        assert entries.fragment_key(URL, {}, ()) == entries.fragment_key(URL, {"X": "1"}, ())
+
+
 def test_fragment_keys_differ_by_the_routes_vary_headers_as_sent() -> None:
     en = entries.fragment_key(URL, {"Accept-Language": "en"}, ("Accept-Language",))
     de = entries.fragment_key(URL, {"Accept-Language": "de"}, ("Accept-Language",))
@@ -97,6 +108,24 @@ def test_only_a_fragments_own_success_is_stored_and_a_private_fill_never() -> No
     assert entries.shell_refusal(route(ttl="60s"), answer(404), {}, "p") is None
     private = entries.shell_refusal(route(ttl="60s"), answer(), {}, "")
     assert private is not None and private.why is Why.NO_KEY
+
+
+@pytest.mark.parametrize(
+    ("status", "cache_control", "key"),
+    [(200, "max-age=60", "f"), (200, "no-store", "f"), (404, "max-age=60", "f"), (200, "", "")],
+)
+def test_a_fragment_s_refusal_and_lifetime_are_its_policy_s(
+    status: int, cache_control: str, key: str
+) -> None:
+    # The conductor asks for the refusal alone when a head arrives, and for the freshness
+    # alone when a fragment that is not stored ends: the same verdicts as the policy's.
+    got = answer(status, Cache_Control=cache_control, Date="Tue, 14 Nov 2023 22:13:20 GMT")
+    policy = entries.fragment_policy(route(ttl="30s"), got, {}, key)
+    assert entries.fragment_refusal(route(ttl="30s"), got, {}, key) == policy.refusal
+    freshness = entries.response_freshness(
+        route(ttl="30s"), got.headers, got.request_time, got.response_time
+    )
+    assert freshness == policy.freshness
 
 
 def test_a_received_responses_ttl_is_its_lifetime_less_its_age() -> None:

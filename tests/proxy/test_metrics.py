@@ -15,7 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.harness import html, weaver_stack
 from weaver.cache.store import StoreUsage
-from weaver.proxy.metrics import observe_request, render
+from weaver.config.schema import IncludeMode
+from weaver.proxy.metrics import observe_request, observe_weave, render
+from weaver.proxy.weave_events import FragmentRecord, Outcome
 from weaver.session import stats
 from weaver.session.stats import SessionEvent
 
@@ -40,6 +42,33 @@ def test_requests_are_counted_by_route_cache_status_and_status_class() -> None:
         observe_request("/metrics-test", "MISS", status)
     assert _value("weaver_requests_total", status="2xx", **labels) == before_2xx + 3
     assert _value("weaver_requests_total", status="5xx", **labels) == before_5xx + 1
+
+
+def test_a_woven_page_counts_each_ended_include_by_outcome_and_times_it() -> None:
+    def record(outcome: Outcome, duration_s: float | None = 0.02) -> FragmentRecord:
+        return FragmentRecord("/f", IncludeMode.BLOCKING, 0.0, duration_s, outcome)
+
+    fragments = [
+        record(Outcome.OK),
+        record(Outcome.OK),
+        record(Outcome.TIMEOUT, 0.3),
+        record(Outcome.PENDING, None),  # still running: not counted
+        record(Outcome.REFUSED, None),  # never fetched: counted, not timed
+    ]
+    names = ("weaver_fragments_total", "weaver_fragment_seconds_count")
+    before = {(n, o): _value(n, outcome=o) for n in names for o in ("ok", "timeout", "refused")}
+    pages = _value("weaver_origin_seconds_count")
+    observe_weave(0.001, fragments)
+    after = {(n, o): _value(n, outcome=o) for n, o in before}
+    assert {key: after[key] - before[key] for key in before} == {
+        ("weaver_fragments_total", "ok"): 2,
+        ("weaver_fragments_total", "timeout"): 1,
+        ("weaver_fragments_total", "refused"): 1,
+        ("weaver_fragment_seconds_count", "ok"): 2,
+        ("weaver_fragment_seconds_count", "timeout"): 1,
+        ("weaver_fragment_seconds_count", "refused"): 0,
+    }
+    assert _value("weaver_origin_seconds_count") == pages + 1
 
 
 def test_session_events_move_the_session_gauges_and_counters() -> None:

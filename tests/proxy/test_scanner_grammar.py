@@ -24,6 +24,7 @@ from weaver.proxy.scanner_grammar import (
     may_become_esi,
     parse_attrs,
     safe_end,
+    simple_include,
     tag_end,
 )
 
@@ -182,3 +183,78 @@ def test_find_start_gives_up_on_dense_markers_and_says_so() -> None:
     assert credit < 0  # the caller searches the rest of this chunk with the regex alone
     plain = b"<p>no markers here</p>" * 400
     assert find_start(START, plain, 0, START_CREDIT) == (None, START_CREDIT + len(plain))
+
+
+def _general(data: bytes, start: int, max_bytes: int) -> tuple[object, ...] | None:
+    """How tag_end, TAG and parse_attrs read an empty esi:include at ``start``."""
+    end = tag_end(data, start, max_bytes)
+    tag = TAG.fullmatch(data, start, end) if end is not None else None
+    if end is None or tag is None or tag.group(1) or not tag.group(4):
+        return None
+    if tag.group(2).lower() != b"esi:include":
+        return None
+    return parse_attrs(tag.group(3)), data[start:end], end
+
+
+@pytest.mark.parametrize(
+    ("data", "attrs"),
+    [
+        (b'<esi:include src="/f/1"/>', (("src", "/f/1"),)),
+        (b'x<ESI:Include SRC="/a?b=1" alt="/b"  onerror="continue" />y', None),
+        (b'<esi:include\n\tsrc="/a" data-x=""/>', (("src", "/a"), ("data-x", ""))),
+    ],
+)
+def test_a_simple_include_is_read_in_one_match_as_the_general_way_reads_it(
+    data: bytes, attrs: tuple[tuple[str, str], ...] | None
+) -> None:
+    start = data.index(b"<")
+    got = simple_include(data, start, 1024)
+    assert got is not None and got == _general(data, start, 1024)
+    assert attrs is None or got[0] == attrs
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'<esi:include src="/a?x=1&amp;y=2"/>',  # to unescape
+        b"<esi:include src='/a'/>",  # single quotes
+        b"<esi:include src=/a/>",  # unquoted
+        b'<esi:include src="/a">',  # not empty
+        b'<esi:include src="/\xc3\xa9"/>',  # to decode
+        b'<esi:include src="/a"',  # not ended yet
+        b'</esi:include src="/a"/>',
+        b'<esi:remove src="/a"/>',
+    ],
+)
+def test_any_other_markup_is_left_to_the_general_way(data: bytes) -> None:
+    assert simple_include(data, 0, 1024) is None
+
+
+def test_a_simple_include_past_the_bound_is_left_to_the_general_way() -> None:
+    data = b'<esi:include src="/a"/>'
+    assert simple_include(data, 0, len(data)) is not None
+    assert simple_include(data, 0, len(data) - 1) is None
+    assert tag_end(data, 0, len(data) - 1) is None
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["src", "SRC", "alt", "onerror", "data-x", "a"]),
+            st.one_of(st.binary(max_size=8), st.text("/ab?=-'", max_size=8).map(str.encode)),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from([b" ", b"  ", b"\n", b"\t", b"\f"]),
+    st.sampled_from([b"", b" ", b"\r\n"]),
+    st.integers(min_value=1, max_value=64),
+)
+def test_whenever_the_one_match_reads_a_tag_it_reads_it_as_the_general_way(
+    attrs: list[tuple[str, bytes]], space: bytes, tail: bytes, max_bytes: int
+) -> None:
+    body = b"".join(space + name.encode() + b'="' + value + b'"' for name, value in attrs)
+    data = b"<esi:include" + body + tail + b"/>rest"
+    got = simple_include(data, 0, max_bytes)
+    if got is not None:
+        assert got == _general(data, 0, max_bytes)

@@ -625,6 +625,7 @@ def test_a_suspense_include_leaves_a_placeholder_and_asks_for_the_bootstrap() ->
     assert outcomes(w) == [Outcome.SUSPENSE]
     [suspense] = w.record().suspense
     assert (suspense.slot, suspense.plan.src) == (slot, "/s")
+    assert w.suspense == w.record().suspense  # the cheap query agrees with the record
 
 
 def test_a_nested_suspense_include_is_placed_by_its_position_in_the_tree() -> None:
@@ -642,7 +643,7 @@ def test_a_subscription_asks_for_the_bootstrap_and_is_recorded_once() -> None:
     w = weave()
     tag = b'<weaver-subscribe channel="news"/>'
     assert Playbook(w) >> ShellChunk(tag + tag) << head()
-    assert w.record().channels == ("news",)
+    assert w.record().channels == w.channels == ("news",)
     assert w.needs_bootstrap
 
 
