@@ -4,28 +4,24 @@ Fills live beside the store they fill: what a fill fetches and how it is woven i
 proxy's (``weaver.proxy.filling`` gives the body coroutine); this module only shares
 its head and bytes and owns its task.
 
-A :class:`Fill` is produced by exactly one task (the fill task, owned by the app's
-:class:`Fills` registry) and consumed by one :class:`Follower` per client: the client
-that started it and every client that asked for the same cache key while it ran (request
-coalescing). The fill does not belong to any one client: the client that started it may
-leave and the others keep receiving the same bytes. When the last follower leaves before
-the end, the fill task is cancelled, which cancels every origin and fragment fetch made
-for it.
+A :class:`Fill` is produced by one task (the fill task, owned by the app's :class:`Fills`)
+and consumed by one :class:`Follower` per client that asked for its key while it ran
+(request coalescing). It belongs to no one client: the one that started it may leave and
+the others keep receiving the same bytes. When the last follower leaves before the end,
+the fill task is cancelled, and with it every origin and fragment fetch made for it.
 
 Streams:
-
 - fill task → fill buffer: chunks; termination by :meth:`Fill.finish` or
   :meth:`Fill.fail`. Backpressure: the buffer holds what the slowest follower has not read.
   Past ``max_buffer_bytes`` the producer waits while even the fastest follower is behind
   (PAUSE_READING: the pace of the fastest client); followers that hold the buffer back
   while another keeps up are cut off (DISCONNECT_LAGGING: their response is aborted,
   they are never sent a body with a hole in it).
-- fill buffer → follower: each follower reads by absolute offset, as fast as its client.
+- fill buffer → follower: each reads by absolute offset, as fast as its client.
 
-Keys whose last answer could not be shared are remembered (Varnish's hit-for-miss): a
-request for one fetches at once rather than follow a fill that would refuse it its
-answer; its fill keeps the key, and a shareable answer ends the memory. Bounded: past
-``max_unshareable`` keys the oldest is forgotten (DROP_OLDEST).
+Keys whose last answer could not be shared are remembered (Varnish's hit-for-miss): their
+requests fetch at once rather than follow a fill that would refuse them; a shareable
+answer ends the memory. At most ``max_unshareable`` keys (DROP_OLDEST).
 """
 
 from __future__ import annotations
@@ -150,16 +146,13 @@ class Fill:
             callback()
 
     def finish(self) -> None:
-        """The body is whole: followers end once they have read it. Idempotent."""
+        """The body is whole: followers end once they have read it (idempotent)."""
         self.state = FillState.DONE
         self._changed.set()
 
     def fail(self, error: BaseException) -> None:
-        """The fill broke off; followers that already have the head are aborted.
-
-        After :meth:`finish` the body is whole and stays so: what failed after it (the
-        fill's own wrap-up) is the fill task's to log, not the followers' to see.
-        """
+        """The fill broke off; followers that have the head are aborted. After
+        :meth:`finish` the body stays whole: a failed wrap-up is the fill task's to log."""
         if self.state is FillState.DONE:
             return
         self.error = error

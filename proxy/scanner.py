@@ -10,11 +10,9 @@ It finds ESI 1.0 markup (``<esi:include/>``, ``<esi:remove>…</esi:remove>``,
 size, and returns events: :class:`Text` for the bytes between tags (byte for byte),
 :class:`Include` and :class:`Subscribe` for the tags.
 
-The output does not depend on the chunking: a possible tag at the end of a chunk is held
-back until it can be decided, and every limit is measured from the tag's first byte, not
-from a chunk boundary. Held-back bytes are bounded by ``max_tag_bytes`` for a tag and
-``max_body_bytes`` for a weaver-include's fallback; ``esi:remove`` streams (its content
-is dropped as it arrives, so it holds nothing back).
+The output does not depend on the chunking: a possible tag at a chunk's end is held back
+until decided, every limit counts from the tag's first byte, held-back bytes are bounded
+(``max_tag_bytes`` a tag, ``max_body_bytes`` a fallback); ``esi:remove`` streams.
 
 Decisions, checked against Varnish's ESI parser and its tests (``e00001``, ``e00002``,
 ``e00007``, ``e00008``, ``e00019``):
