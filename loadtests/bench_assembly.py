@@ -19,10 +19,10 @@ import time
 import aiohttp
 from aiohttp import web
 
-from loadtests.common import free_port, load_average, start_process
+from loadtests.common import free_port, load_average, start_edge_process, start_process
 from weaver.config.load import build_config
+from weaver.config.schema import Config
 from weaver.proxy import collector
-from weaver.proxy.app import build_app
 
 ROUNDS = 50
 
@@ -87,9 +87,9 @@ async def idle_get(client: aiohttp.ClientSession, url: str, idle_s: float) -> fl
     return ttfb
 
 
-def weaver_app(origin_port: int, cache_dir: str) -> web.Application:
+def weaver_config(origin_port: int, cache_dir: str) -> Config:
     collector.tune_for_serving()  # as `weaver serve` does (proxy/worker.py run)
-    config = build_config(
+    return build_config(
         {
             "cache": {"dir": cache_dir},
             "origin": [{"name": "o", "url": f"http://127.0.0.1:{origin_port}"}],
@@ -97,7 +97,6 @@ def weaver_app(origin_port: int, cache_dir: str) -> web.Application:
         },
         "<bench>",
     )
-    return build_app(config)
 
 
 async def scenario(k: int, delay_ms: int) -> None:
@@ -105,7 +104,7 @@ async def scenario(k: int, delay_ms: int) -> None:
     cache_dir = tempfile.mkdtemp(prefix="weaver-bench-")
     procs = [start_process(origin_app, origin_port, k, delay_ms / 1000)]
     try:
-        procs.append(start_process(weaver_app, weaver_port, origin_port, cache_dir))
+        procs.append(start_edge_process(weaver_config, weaver_port, origin_port, cache_dir))
         async with aiohttp.ClientSession() as client:
             for port in (origin_port, weaver_port):  # warm the pools
                 for _ in range(10):
