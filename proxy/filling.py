@@ -131,7 +131,9 @@ async def _weave(
     writer: BlobWriter | None,
     started: float,
     reason: str | None,
-) -> WeaveRecord:
+) -> WeaveRecord | None:
+    """Weave the shell into ``fill`` (and ``writer``); its record if there is a body to
+    commit (the record is for the store's rules, so a page not stored never builds it)."""
     shell_s = time.perf_counter() - started
     weave = Weave(
         config=edge.config,
@@ -153,6 +155,7 @@ async def _weave(
             host_header=plan.host_header,
             tasks=tasks,
             root=new_sequencer(edge.config, tasks),
+            on_fragment_end=metrics.observe_fragment,
         )
         try:
             await _weave_into(fill, conductor, plan, resp, writer, shell_s, reason)
@@ -165,20 +168,20 @@ async def _weave(
                 # before this page's record, metrics and log line are made.
                 fill.finish()
                 await asyncio.sleep(0)
-            record = weave.record()
-            if record.dropped:  # once per page, fragments included
-                drops = format_drops(dict(record.dropped))
-                log.warning("%s: ESI markup removed: %s", plan.url, drops)
-            metrics.observe_weave(shell_s, record.fragments)
+            # The wrap-up does no work per include: each was counted as it ended (the
+            # conductor's on_fragment_end) and the log line's timing is made only if written.
+            if dropped := weave.dropped:  # once per page, fragments included
+                log.warning("%s: ESI markup removed: %s", plan.url, format_drops(dict(dropped)))
+            metrics.observe_shell(shell_s)
             access_log.woven(
                 edge.config,
                 plan.url,
                 fill.head.result().status,
-                lambda: server_timing(shell_s, record.fragments, max_bytes=None),
+                lambda: server_timing(shell_s, weave.record().fragments, max_bytes=None),
             )
         finally:
             conductor.close()
-    return record
+    return weave.record() if writer is not None else None
 
 
 async def _weave_into(
@@ -205,7 +208,7 @@ async def _weave_into(
     try:
         while chunk := await resp.read():
             await conductor.feed(ShellChunk(chunk))
-            if conductor.weave.record().fragments or not heads:
+            if conductor.weave.has_fragments or not heads:
                 rest = resp.chunks()
                 break
             if not fill.head.done():
@@ -231,7 +234,7 @@ async def _weave_into(
         # Fragment fetches start once a client has the head and first bytes (or after a
         # grace period): starting twenty fetches must not delay the first byte.
         fill.on_started(conductor.start_fragments)
-    if rest is None and not conductor.weave.record().fragments:
+    if rest is None and not conductor.weave.has_fragments:
         await _put_ready(fill, writer, seq)  # ended, and nothing else to wait for
         return
     async for data in seq:
