@@ -197,6 +197,38 @@ async def test_a_shell_that_breaks_off_fails_the_response_after_its_bytes() -> N
     assert out == b"<p>before"
 
 
+class _Seen(list[FragmentRecord]):
+    """The records reported, and an event set at the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = asyncio.Event()
+
+    def append(self, record: FragmentRecord) -> None:
+        super().append(record)
+        self.first.set()
+
+
+async def test_an_include_that_ended_before_the_shell_broke_off_is_still_reported() -> None:
+    async def fragment(request: web.Request) -> web.Response:
+        return web.Response(text="<b>a</b>", content_type="text/html")
+
+    ended = _Seen()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'<p><esi:include src="/a"/>'
+        await ended.first.wait()
+        raise ConnectionResetError("gone")
+
+    app = web.Application()
+    app.router.add_get("/a", fragment)
+    async with asyncio.timeout(10), serve_app(app) as url:
+        with pytest.raises(ExceptionGroup) as caught:
+            await weave_page(config(url), body(), ended=ended)
+    assert caught.group_contains(ConnectionResetError)
+    assert [(r.src, r.outcome) for r in ended] == [("/a", Outcome.OK)]
+
+
 async def test_a_page_with_a_suspense_slot_ends_with_the_bootstrap_script() -> None:
     async with asyncio.timeout(10), serve_app(web.Application()) as url:
         body, record = await weave_page(
