@@ -40,6 +40,7 @@ from weaver.proxy.weave import Weave
 from weaver.proxy.weave_events import (
     FIRST,
     ROOT,
+    Command,
     Commit,
     Cut,
     DeadlineReached,
@@ -54,6 +55,7 @@ from weaver.proxy.weave_events import (
     FragmentFailed,
     FragmentHead,
     FragmentMissed,
+    FragmentRecord,
     SetHead,
     ShellChunk,
     ShellEnd,
@@ -82,6 +84,8 @@ class Conductor:
         host_header: the Host sent to the route's own origin (``preserve_host``), if any.
         tasks: the request's TaskGroup; cancelling it (client gone) stops every fetch.
         on_head: called with the weave's :class:`SetHead` when the response head may go.
+        on_fragment_end: called with each include's record as it ends (or is cut), while
+            the page is still waiting on others: a page's metrics, not its wrap-up's work.
         is_started: fetch at once (no response head to wait for, e.g. a slot stream).
     """
 
@@ -97,6 +101,7 @@ class Conductor:
     store: Store | None = None
     clock: Clock = SYSTEM_CLOCK  # the app's: fragment freshness
     on_head: Callable[[SetHead], None] | None = None
+    on_fragment_end: Callable[[FragmentRecord], None] | None = None
     is_started: bool = False
     _parts: dict[int, Sequencer] = field(default_factory=dict)
     _stopped: set[tuple[int, int]] = field(default_factory=set)
@@ -133,7 +138,12 @@ class Conductor:
 
     async def feed(self, event: Event) -> None:
         """Give the weave ``event`` and carry out what it orders, in order."""
-        for command in self.weave.handle(event, asyncio.get_running_loop().time()):
+        await self.carry_out(self.weave.handle(event, asyncio.get_running_loop().time()))
+
+    async def carry_out(self, commands: list[Command]) -> None:
+        """Carry out ``commands`` (the weave's answer to one event), in order; then report
+        each include that ended to ``on_fragment_end``."""
+        for command in commands:
             match command:
                 case Emit(part=part, data=data):
                     self._parts[part].push_bytes(data)
@@ -159,6 +169,9 @@ class Conductor:
                 case EndPart(part=part):
                     self._ended.add(part)
                     self._parts[part].end()
+        if self.on_fragment_end is not None:
+            for record in self.weave.take_ended():
+                self.on_fragment_end(record)
 
     async def _commit(self, part: int, attempt: int) -> None:
         """Commit the fragment's entry, if it was fetched to be stored. A store that

@@ -10,7 +10,7 @@ memory-tier figures are the answering worker's.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from weaver.cache.store import StoreUsage
 from weaver.proxy.edge import EDGE_KEY
-from weaver.proxy.weave_events import FragmentRecord
+from weaver.proxy.weave_events import FragmentRecord, Outcome
 from weaver.session import stats
 from weaver.session.stats import SessionEvent
 
@@ -111,28 +111,26 @@ def observe_request(route: str, cache: str, status: int) -> None:
     child.inc()
 
 
-# The same for fragments, by outcome (a closed enum): a page of 20 includes would
-# otherwise take 40 locks and build 40 keys as it ends.
-_FRAGMENT_CHILDREN: dict[str, tuple[Any, Any]] = {}
+# The same for fragments, by outcome (a closed enum): counted as each include ends, so
+# a page of 20 includes neither takes 40 locks nor loops over them as it ends.
+_FRAGMENT_CHILDREN: dict[Outcome, tuple[Any, Any]] = {}
 
 
-def observe_weave(shell_s: float, fragments: Sequence[FragmentRecord]) -> None:
-    """One page woven: the origin's time to its head and each ended include."""
+def observe_shell(shell_s: float) -> None:
+    """One page woven: the origin's time to its head."""
     ORIGIN_SECONDS.observe(shell_s)
-    counts: dict[str, int] = {}
-    for record in fragments:
-        if not record.is_done:
-            continue
+
+
+def observe_fragment(record: FragmentRecord) -> None:
+    """One include ended (or was cut): counted by outcome, and timed if it has a time."""
+    children = _FRAGMENT_CHILDREN.get(record.outcome)
+    if children is None:
         outcome = record.outcome.value
-        children = _FRAGMENT_CHILDREN.get(outcome)
-        if children is None:
-            children = (FRAGMENTS.labels(outcome), FRAGMENT_SECONDS.labels(outcome))
-            _FRAGMENT_CHILDREN[outcome] = children
-        counts[outcome] = counts.get(outcome, 0) + 1
-        if record.duration_s is not None:
-            children[1].observe(record.duration_s)
-    for outcome, count in counts.items():  # one increment per outcome, not per include
-        _FRAGMENT_CHILDREN[outcome][0].inc(count)
+        children = (FRAGMENTS.labels(outcome), FRAGMENT_SECONDS.labels(outcome))
+        _FRAGMENT_CHILDREN[record.outcome] = children
+    children[0].inc()
+    if record.duration_s is not None:
+        children[1].observe(record.duration_s)
 
 
 class _StoreCollector(Collector):

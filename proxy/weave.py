@@ -26,7 +26,6 @@ into its parent part where the include stood. ``attempt`` tells a fragment's fir
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from weaver.proxy.weave_events import (
     FragmentFailed,
     FragmentHead,
     FragmentMissed,
+    FragmentRecord,
     Outcome,
     SetHead,
     ShellChunk,
@@ -64,17 +64,11 @@ from weaver.proxy.weave_events import (
     SuspenseSlot,
     WeaveRecord,
 )
-from weaver.proxy.weave_parts import Part, State, WeaveError
+from weaver.proxy.weave_parts import HeadState, Part, Parts, State, WeaveError
 
 log = logging.getLogger(__name__)
 
 _SCANNED_TYPES = ("text/html", "application/xhtml+xml")
-
-
-class _Head(enum.Enum):
-    UNSENT = "unsent"
-    WAITING_PRIMARY = "waiting primary"
-    SENT = "sent"
 
 
 @dataclass(slots=True)
@@ -97,13 +91,13 @@ class Weave:
     shell_links: tuple[str, ...] = ()
     requests_made: int = 0
     _scanner: Scanner = field(default_factory=Scanner)
-    _parts: list[Part] = field(default_factory=list)
+    _parts: Parts = field(default_factory=Parts)
     _suspense: list[SuspenseSlot] = field(default_factory=list)
     _channels: list[str] = field(default_factory=list)
     _has_fallback: bool = False
     _dropped: Counter[Drop] = field(default_factory=Counter)
     _warned: set[Outcome] = field(default_factory=set)
-    _head: _Head = _Head.UNSENT
+    _head: HeadState = HeadState.UNSENT
     _primary: int | None = None  # the part of the primary fragment, until it decides
     _primary_head: tuple[int, str | None] | None = None
     _is_shell_ended: bool = False
@@ -125,7 +119,22 @@ class Weave:
 
     @property
     def is_head_sent(self) -> bool:
-        return self._head is _Head.SENT
+        return self._head is HeadState.SENT
+
+    @property
+    def has_fragments(self) -> bool:
+        """Whether any include was found (cheap, unlike ``record().fragments``)."""
+        return len(self._parts) > 0
+
+    def take_ended(self) -> list[FragmentRecord]:
+        """The includes that ended (or were cut) since the last call: the driver counts
+        each as it ends, so the page's wrap-up does no work per include."""
+        return self._parts.take_ended()
+
+    @property
+    def dropped(self) -> tuple[tuple[Drop, int], ...]:
+        """ESI markup the scanners removed so far, as in :meth:`record`."""
+        return tuple(self._dropped.items())
 
     def record(self) -> WeaveRecord:
         """What the weave did so far (fragments in document order of discovery)."""
@@ -134,7 +143,7 @@ class Weave:
             suspense=tuple(self._suspense),
             channels=tuple(self._channels),
             has_fallback=self._has_fallback,
-            dropped=tuple(self._dropped.items()),
+            dropped=self.dropped,
         )
 
     def links(self) -> tuple[str, ...]:
@@ -174,19 +183,19 @@ class Weave:
                 self._end_shell(out)
                 out.append(EndPart(ROOT))
             case FragmentMissed(part=part, attempt=attempt):
-                self._live(part, attempt, State.ORDERED)
+                self._parts.live(part, attempt, State.ORDERED)
                 self.requests_made += 1
                 limit = self.config.server.max_fragment_requests
                 if self.requests_made > limit:
                     why = f"more than server.max_fragment_requests = {limit}"
                     self._fail(part, Outcome.LIMIT, why, out, now_s)
             case FragmentHead(part=part, attempt=attempt):
-                self._on_head(event, self._live(part, attempt, State.ORDERED), out, now_s)
+                self._on_head(event, self._parts.live(part, attempt, State.ORDERED), out, now_s)
             case FragmentChunk(part=part, data=data, attempt=attempt):
-                frag = self._live(part, attempt, State.STREAMING)
+                frag = self._parts.live(part, attempt, State.STREAMING)
                 self._stream(frag, part, data, out, now_s)
             case FragmentEnd(part=part, attempt=attempt, ttl_left_s=ttl_left_s):
-                frag = self._live(part, attempt, State.STREAMING)
+                frag = self._parts.live(part, attempt, State.STREAMING)
                 if frag.scanner is not None:
                     for found in frag.scanner.close():
                         self._on_found(found, part, out, now_s, frag)
@@ -197,14 +206,14 @@ class Weave:
                 if not frag.is_cached:
                     out.append(Commit(part, attempt))
                 outcome = Outcome.OK if attempt == FIRST else Outcome.ALT
-                frag.end(outcome, duration_s=now_s - frag.started_s)
+                self._parts.end(frag, outcome, duration_s=now_s - frag.started_s)
                 out.append(EndPart(part))
             case FragmentFailed(part=part, failure=failure, attempt=attempt):
-                self._live(part, attempt, None)
+                self._parts.live(part, attempt, None)
                 outcome = Outcome.TIMEOUT if failure is Failure.TIMEOUT else Outcome.ERROR
                 self._fail(part, outcome, None, out, now_s)  # the driver logged why
             case DeadlineReached(part=part, attempt=attempt):
-                self._live(part, attempt, None)
+                self._parts.live(part, attempt, None)
                 self._fail(part, Outcome.TIMEOUT, None, out, now_s)
             case _:
                 raise WeaveError(f"not a weave event: {event!r}")
@@ -223,22 +232,22 @@ class Weave:
     def _head_may_go(self, out: list[Command]) -> None:
         """After the shell's first chunk is scanned (or it ended): the head may go, once
         a primary found by then has decided."""
-        if not self.is_page or self._head is not _Head.UNSENT:
+        if not self.is_page or self._head is not HeadState.UNSENT:
             return
         if self._primary is not None and self._primary_head is None:
-            self._head = _Head.WAITING_PRIMARY
+            self._head = HeadState.WAITING_PRIMARY
             return
         self._send_head(out)
 
     def _send_head(self, out: list[Command]) -> None:
-        self._head = _Head.SENT
+        self._head = HeadState.SENT
         status, location = self._primary_head or (None, None)
         out.append(SetHead(status, location, self.links(), self.record()))
 
     def _decide_primary(self, status: int, location: str | None, out: list[Command]) -> None:
         self._primary = None
         self._primary_head = (status, location)
-        if self._head is _Head.WAITING_PRIMARY:
+        if self._head is HeadState.WAITING_PRIMARY:
             self._send_head(out)
 
     # what the scanners found
@@ -274,7 +283,7 @@ class Weave:
         depth = len(chain)
         server = self.config.server
         is_primary = (
-            plan.is_primary and frag is None and self.is_page and self._head is _Head.UNSENT
+            plan.is_primary and frag is None and self.is_page and self._head is HeadState.UNSENT
         )
         new = Part(
             plan=plan,
@@ -283,15 +292,14 @@ class Weave:
             is_primary=is_primary and self._primary is None and self._primary_head is None,
             started_s=now_s,
         )
-        self._parts.append(new)
-        part = len(self._parts)
+        part = self._parts.add(new)
         if len(self._parts) > server.max_includes:
             self._cut_include(new, parent, Outcome.LIMIT, "server.max_includes", out)
         elif plan.refused is not None:
             self._cut_include(new, parent, Outcome.REFUSED, plan.refused, out)
         elif plan.mode is IncludeMode.SUSPENSE:
             slot = slot_id(position, plan.src, is_stream=plan.is_stream)
-            new.end(Outcome.SUSPENSE, duration_s=0.0)
+            self._parts.end(new, Outcome.SUSPENSE, duration_s=0.0)
             self._suspense.append(SuspenseSlot(slot, plan))
             text = placeholder(slot, plan.fallback, plan.src)
             out.append(StartSuspense(parent, slot, plan, text))
@@ -311,7 +319,7 @@ class Weave:
         """An include never fetched: its marker and fallback stand in its place."""
         self._warn(frag.plan.src, outcome, why)
         self._has_fallback = True
-        frag.end(outcome, duration_s=0.0)
+        self._parts.end(frag, outcome, duration_s=0.0)
         text = cut_marker(frag.plan.src, outcome)
         if not frag.plan.continue_on_error:
             text += frag.plan.fallback
@@ -323,17 +331,6 @@ class Weave:
             log.warning("include %s not fetched (%s): %s", src, outcome, why)
 
     # fragments
-
-    def _live(self, part: int, attempt: int, state: State | None) -> Part:
-        """The fragment ``part`` if ``attempt`` is its current fetch in ``state``."""
-        if not 1 <= part <= len(self._parts):
-            raise WeaveError(f"no fragment part {part}")
-        frag = self._parts[part - 1]
-        if frag.attempt != attempt or frag.state is State.ENDED:
-            raise WeaveError(f"part {part} attempt {attempt} is not fetching")
-        if state is not None and frag.state is not state:
-            raise WeaveError(f"part {part} is {frag.state.value}, not {state.value}")
-        return frag
 
     def _on_head(self, head: FragmentHead, frag: Part, out: list[Command], now_s: float) -> None:
         part = head.part
@@ -368,7 +365,7 @@ class Weave:
     ) -> None:
         """The current fetch of ``part`` failed: its alt, else its cut. ``why`` is logged
         (None: the driver logged it, with the error it saw)."""
-        frag = self._parts[part - 1]
+        frag = self._parts.get(part)
         out.append(StopFetch(part, frag.attempt))
         if frag.scanner is not None:
             self._dropped.update(frag.scanner.dropped)
@@ -395,5 +392,5 @@ class Weave:
         out.append(Cut(part, plan.src, outcome, text))
         if self._primary == part:
             self._decide_primary(502, None, out)
-        frag.end(outcome, duration_s=now_s - frag.started_s)
+        self._parts.end(frag, outcome, duration_s=now_s - frag.started_s)
         out.append(EndPart(part))

@@ -1,11 +1,12 @@
 """One fragment's part of a weave: its lifecycle (a :class:`State` with one place that
-changes it, :meth:`Part.move_to`) and the record it builds (pure)."""
+changes it, :meth:`Part.move_to`) and the record it builds; the weave's :class:`Parts`
+(which ended since the driver asked) and its head's :class:`HeadState` (pure)."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from multidict import CIMultiDictProxy
 
@@ -28,6 +29,14 @@ _TRANSITIONS: Mapping[State, frozenset[State]] = {
     State.STREAMING: frozenset({State.ORDERED, State.ENDED}),  # ORDERED again: its alt
     State.ENDED: frozenset(),
 }
+
+
+class HeadState(enum.Enum):
+    """The lifecycle of a page's response head (the weave's ``_head``)."""
+
+    UNSENT = "unsent"
+    WAITING_PRIMARY = "waiting primary"  # the shell was scanned; the primary decides
+    SENT = "sent"
 
 
 class WeaveError(ProxyError):
@@ -83,3 +92,56 @@ class Part:
             ttl_left_s=self.ttl_left_s,
             is_cached=self.is_cached,
         )
+
+
+@dataclass(slots=True)
+class Parts:
+    """A weave's fragments, part ``n`` at ``n - 1``; ended ones queue for :meth:`take_ended`.
+
+    The queue lets the driver count each include as it ends (the page's wrap-up then
+    does no work per include); it holds at most the weave's parts.
+    """
+
+    _all: list[Part] = field(default_factory=list)
+    _ended: list[Part] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __iter__(self) -> Iterator[Part]:
+        return iter(self._all)
+
+    def add(self, part: Part) -> int:
+        """Add ``part``; returns its number."""
+        self._all.append(part)
+        return len(self._all)
+
+    def get(self, part: int) -> Part:
+        return self._all[part - 1]
+
+    def live(self, part: int, attempt: int, state: State | None) -> Part:
+        """The fragment ``part`` if ``attempt`` is its current fetch in ``state``.
+
+        Raises:
+            WeaveError: no such part, or not fetching with ``attempt`` in ``state``.
+        """
+        if not 1 <= part <= len(self._all):
+            raise WeaveError(f"no fragment part {part}")
+        frag = self._all[part - 1]
+        if frag.attempt != attempt or frag.state is State.ENDED:
+            raise WeaveError(f"part {part} attempt {attempt} is not fetching")
+        if state is not None and frag.state is not state:
+            raise WeaveError(f"part {part} is {frag.state.value}, not {state.value}")
+        return frag
+
+    def end(self, frag: Part, outcome: Outcome, *, duration_s: float) -> None:
+        """The one place a fragment ends (:meth:`Part.end`), queued for the driver."""
+        frag.end(outcome, duration_s=duration_s)
+        self._ended.append(frag)
+
+    def take_ended(self) -> list[FragmentRecord]:
+        """The records of the parts that ended since the last call, in the order they did."""
+        if not self._ended:
+            return []
+        ended, self._ended = self._ended, []
+        return [frag.frozen() for frag in ended]

@@ -23,7 +23,7 @@ from weaver.config.schema import Config
 from weaver.proxy.conductor import BOOTSTRAP, Conductor, new_sequencer
 from weaver.proxy.origin import OriginClient
 from weaver.proxy.weave import Weave
-from weaver.proxy.weave_events import Outcome, SetHead, WeaveRecord
+from weaver.proxy.weave_events import FragmentRecord, Outcome, SetHead, WeaveRecord
 
 
 def config(origin: str) -> Config:
@@ -52,6 +52,7 @@ async def weave_page(
     out: bytearray | None = None,
     fragment_headers: CIMultiDict[str] | None = None,
     host_header: str | None = None,
+    ended: list[FragmentRecord] | None = None,
 ) -> tuple[bytes, WeaveRecord]:
     """Conduct ``body`` as a page and read its output (into ``out``) as a consumer would."""
     origin = cfg.origins[0]
@@ -70,6 +71,7 @@ async def weave_page(
             root=new_sequencer(cfg, tasks),
             store=store,
             on_head=heads.append if heads is not None else None,
+            on_fragment_end=ended.append if ended is not None else None,
             is_started=True,
         )
         tasks.create_task(conductor.conduct(body))
@@ -108,6 +110,30 @@ async def test_fragments_are_committed_and_the_next_weave_reads_them_without_a_r
     assert [r.outcome for r in record.fragments] == [Outcome.OK, Outcome.OK]
     assert [r.is_cached for r in again.fragments] == [True, True]
     assert [h.status for h in heads] == [None]
+
+
+async def test_each_include_is_reported_once_as_it_ends_or_is_cut() -> None:
+    async def fragment(request: web.Request) -> web.Response:
+        if request.path == "/bad":
+            raise web.HTTPServiceUnavailable()
+        return web.Response(text=request.path, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{name}", fragment)
+    shell = (
+        b'<esi:include src="/a"/><esi:include src="/bad"/>'
+        b'<esi:include src="/s" mode="suspense"/><esi:include src="/a"/>'
+    )
+    ended: list[FragmentRecord] = []
+    async with asyncio.timeout(10), serve_app(app) as url:
+        _, record = await weave_page(config(url), chunks([shell]), ended=ended)
+    assert sorted((r.src, r.outcome) for r in ended) == sorted(
+        (r.src, r.outcome) for r in record.fragments
+    )
+    assert sorted(r.outcome for r in ended) == sorted(
+        [Outcome.OK, Outcome.OK, Outcome.ERROR, Outcome.SUSPENSE]
+    )
+    assert all(r.duration_s is not None for r in ended)
 
 
 async def test_fragments_go_with_the_page_s_headers_and_the_preserved_host() -> None:
@@ -169,6 +195,38 @@ async def test_a_shell_that_breaks_off_fails_the_response_after_its_bytes() -> N
             await weave_page(config(url), body, out=out)
     assert caught.group_contains(ConnectionResetError)
     assert out == b"<p>before"
+
+
+class _Seen(list[FragmentRecord]):
+    """The records reported, and an event set at the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = asyncio.Event()
+
+    def append(self, record: FragmentRecord) -> None:
+        super().append(record)
+        self.first.set()
+
+
+async def test_an_include_that_ended_before_the_shell_broke_off_is_still_reported() -> None:
+    async def fragment(request: web.Request) -> web.Response:
+        return web.Response(text="<b>a</b>", content_type="text/html")
+
+    ended = _Seen()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'<p><esi:include src="/a"/>'
+        await ended.first.wait()
+        raise ConnectionResetError("gone")
+
+    app = web.Application()
+    app.router.add_get("/a", fragment)
+    async with asyncio.timeout(10), serve_app(app) as url:
+        with pytest.raises(ExceptionGroup) as caught:
+            await weave_page(config(url), body(), ended=ended)
+    assert caught.group_contains(ConnectionResetError)
+    assert [(r.src, r.outcome) for r in ended] == [("/a", Outcome.OK)]
 
 
 async def test_a_page_with_a_suspense_slot_ends_with_the_bootstrap_script() -> None:

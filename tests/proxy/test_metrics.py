@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.harness import html, weaver_stack
 from weaver.cache.store import StoreUsage
 from weaver.config.schema import IncludeMode
-from weaver.proxy.metrics import observe_request, observe_weave, render
+from weaver.proxy.metrics import observe_fragment, observe_request, observe_shell, render
 from weaver.proxy.weave_events import FragmentRecord, Outcome
 from weaver.session import stats
 from weaver.session.stats import SessionEvent
@@ -44,21 +44,22 @@ def test_requests_are_counted_by_route_cache_status_and_status_class() -> None:
     assert _value("weaver_requests_total", status="5xx", **labels) == before_5xx + 1
 
 
-def test_a_woven_page_counts_each_ended_include_by_outcome_and_times_it() -> None:
+def test_each_ended_include_is_counted_by_outcome_and_timed_and_a_page_by_its_shell() -> None:
     def record(outcome: Outcome, duration_s: float | None = 0.02) -> FragmentRecord:
         return FragmentRecord("/f", IncludeMode.BLOCKING, 0.0, duration_s, outcome)
 
-    fragments = [
+    ended = [
         record(Outcome.OK),
         record(Outcome.OK),
         record(Outcome.TIMEOUT, 0.3),
-        record(Outcome.PENDING, None),  # still running: not counted
         record(Outcome.REFUSED, None),  # never fetched: counted, not timed
     ]
     names = ("weaver_fragments_total", "weaver_fragment_seconds_count")
     before = {(n, o): _value(n, outcome=o) for n in names for o in ("ok", "timeout", "refused")}
     pages = _value("weaver_origin_seconds_count")
-    observe_weave(0.001, fragments)
+    for fragment in ended:
+        observe_fragment(fragment)
+    observe_shell(0.001)
     after = {(n, o): _value(n, outcome=o) for n, o in before}
     assert {key: after[key] - before[key] for key in before} == {
         ("weaver_fragments_total", "ok"): 2,
@@ -132,3 +133,33 @@ async def test_a_scrape_is_prometheus_text_never_stored_with_the_node_s_cache_fi
     assert scraped[("weaver_cache_disk_items", ())] > 0  # the page just stored
     route = (("cache", "MISS"), ("route", "/"), ("status", "2xx"))
     assert scraped[("weaver_requests_total", route)] >= 1
+
+
+async def test_a_woven_page_s_includes_are_counted_by_the_time_its_body_is_whole() -> None:
+    async def page(request: web.Request) -> web.Response:
+        shell = '<esi:include src="/ok"/><esi:include src="/gone"/><esi:include src="/ok"/>'
+        return html(shell, **{"Cache-Control": "no-store"})
+
+    async def ok(request: web.Request) -> web.Response:
+        return html("fine")
+
+    async def gone(request: web.Request) -> web.Response:
+        raise web.HTTPGone()
+
+    names = ("weaver_fragments_total", "weaver_fragment_seconds_count")
+    before = {(n, o): _value(n, outcome=o) for n in names for o in ("ok", "error")}
+    async with (
+        asyncio.timeout(10),
+        weaver_stack({"/": page, "/ok": ok, "/gone": gone}) as stack,
+        aiohttp.ClientSession() as client,
+    ):
+        async with client.get(stack.url + "/") as resp:
+            assert (await resp.text()).startswith("fine")
+            # the followers end the body after the fill's last include ended: counted
+            after = {(n, o): _value(n, outcome=o) for n, o in before}
+    assert {key: after[key] - before[key] for key in before} == {
+        ("weaver_fragments_total", "ok"): 2,
+        ("weaver_fragments_total", "error"): 1,
+        ("weaver_fragment_seconds_count", "ok"): 2,
+        ("weaver_fragment_seconds_count", "error"): 1,
+    }

@@ -658,6 +658,7 @@ def test_esi_markup_weaver_drops_is_counted_for_shell_and_fragments() -> None:
     assert dict(w.record().dropped) == {
         Drop(name, not_implemented): 1 for name in ("esi:vars", "/esi:vars", "esi:try", "/esi:try")
     }
+    assert w.dropped == w.record().dropped  # the cheap query agrees with the record
 
 
 def test_markup_dropped_by_a_fragment_that_failed_is_still_counted() -> None:
@@ -667,6 +668,33 @@ def test_markup_dropped_by_a_fragment_that_failed_is_still_counted() -> None:
     w.handle(FragmentChunk(1, b"<esi:try>y"), 0.0)
     w.handle(FragmentFailed(1, Failure.ERROR), 0.0)
     assert sum(dict(w.record().dropped).values()) == 1
+
+
+def test_each_include_is_taken_once_as_it_ends_or_is_cut_for_the_driver_to_count() -> None:
+    w = weave(config({"max_includes": 3}))
+    w.handle(ShellChunk(b"<p>no include yet</p>"), 0.0)
+    assert (w.has_fragments, w.take_ended()) == (False, [])
+    shell = (
+        b'<esi:include src="/a"/><esi:include src="/s" mode="suspense"/>'
+        b'<esi:include src="/b"/><esi:include src="/c"/>'
+    )
+    w.handle(ShellChunk(shell), 1.0)
+    assert w.has_fragments
+    # the suspense placeholder and the include past max_includes end as they are found
+    assert [(r.src, r.outcome) for r in w.take_ended()] == [
+        ("/s", Outcome.SUSPENSE),
+        ("/c", Outcome.LIMIT),
+    ]
+    w.handle(html_head(3, SHOP + "/b"), 1.5)
+    w.handle(FragmentEnd(3), 2.0)
+    w.handle(FragmentFailed(1, Failure.TIMEOUT), 3.0)
+    assert [(r.src, r.outcome, r.duration_s) for r in w.take_ended()] == [
+        ("/b", Outcome.OK, 1.0),
+        ("/a", Outcome.TIMEOUT, 2.0),
+    ]
+    w.handle(ShellEnd(), 3.0)
+    assert w.take_ended() == []
+    assert all(r.is_done for r in w.record().fragments)
 
 
 # the state machine's guards
@@ -696,7 +724,7 @@ def test_a_part_that_ended_cannot_change_state_again() -> None:
     w.handle(ShellChunk(b'<esi:include src="/a"/>'), 0.0)
     w.handle(html_head(1, SHOP + "/a"), 0.0)
     w.handle(FragmentEnd(1), 0.0)
-    part = w._parts[0]
+    part = w._parts.get(1)
     assert part.state is State.ENDED
     with pytest.raises(WeaveError, match="from ended to streaming"):
         part.move_to(State.STREAMING)
