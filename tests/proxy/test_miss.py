@@ -76,7 +76,7 @@ async def test_a_woven_page_is_compressed_on_a_miss() -> None:
 
 async def test_the_visitor_sees_each_chunk_compressed_as_the_origin_sends_it() -> None:
     first_seen = asyncio.Event()
-    first = PAGE * 4  # past the 64 KiB a page's head waits for (filling.HEADER_HOLD_BYTES)
+    first = PAGE * 4  # the first write; the rest waits until the visitor decoded it
 
     async def slow(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={**CACHE, "Content-Type": "text/html"})
