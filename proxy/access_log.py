@@ -24,6 +24,9 @@ from weaver.config.schema import AccessLogFormat, Config
 from weaver.proxy import metrics
 from weaver.proxy.visitor import SESSION_KEY
 
+# Set on a request whose visitor left while its streamed response was written: 499.
+CLIENT_GONE = "weaver.client_gone"
+
 access_log = logging.getLogger("weaver.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -126,7 +129,7 @@ def middleware(config: Config) -> Middleware:
         is_counted = False
         try:
             response = await handler(request)
-            status = response.status
+            status = 499 if request.get(CLIENT_GONE) else response.status
             # Counted before a plain response is sent: a scrape after it sees it.
             cache = response.headers.get("X-Weaver-Cache", "-")
             metrics.observe_request(route_label(request), cache, status)

@@ -22,6 +22,7 @@ from weaver.cache.fills import Fill, Follower, Head
 from weaver.cache.freshness import CacheState
 from weaver.cache.keys import parse_vary
 from weaver.cache.store import Entry
+from weaver.proxy.access_log import CLIENT_GONE
 from weaver.proxy.compress import apply_negotiated, choose_encoding, is_negotiable
 from weaver.proxy.compressors import StreamCompressor, new_compressor
 from weaver.proxy.edge import Edge
@@ -156,13 +157,27 @@ async def _send(
             add_slots(visit, [s for s in fill.slots if s not in started_slots])
     except BaseException as exc:
         cancel_suspense(request)  # the client is gone or the page broke off
+        if isinstance(exc, ConnectionResetError):
+            return _gone(request, response)
         if not isinstance(exc, FillFailed | FollowerLagged):
             raise
         log.warning("response for %s aborted: %s", request.path, exc)
         if request.transport is not None:
             request.transport.abort()  # never end a broken body as if it were whole
         return response
-    await response.write_eof(tail)
+    try:
+        await response.write_eof(tail)
+    except ConnectionResetError:
+        return _gone(request, response)
+    return response
+
+
+def _gone(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+    """The visitor closed the connection before its page was written: nothing is wrong
+    with Weaver or the origin, and nobody is left to tell (aiohttp's error log and its
+    500 are for a handler that failed)."""
+    log.debug("%s: the visitor left before the end of the page", request.path)
+    request[CLIENT_GONE] = True  # the access log says 499
     return response
 
 
