@@ -108,27 +108,12 @@ async def follow(
             inline_headers(response.headers)
         if request.version < HttpVersion11:
             response.force_close()  # an HTTP/1.0 client sees the end of a streamed body
+        send = partial(_send, visit, response, follower, compressor, is_page, started_slots)
         if not is_inline:  # no slot task group: a plain miss starts no task of its own
-            return await _send(
-                visit,
-                response,
-                follower,
-                compressor,
-                is_page=is_page,
-                started_slots=started_slots,
-                inline=None,
-            )
+            return await send(None)
         async with InlineSlots(slot_producers(visit)) as inline:
             inline.start(started_slots)  # fetched while the paint streams
-            return await _send(
-                visit,
-                response,
-                follower,
-                compressor,
-                is_page=is_page,
-                started_slots=started_slots,
-                inline=inline,
-            )
+            return await send(inline)
 
 
 async def _send(
@@ -136,7 +121,6 @@ async def _send(
     response: web.StreamResponse,
     follower: Follower,
     compressor: StreamCompressor | None,
-    *,
     is_page: bool,
     started_slots: list[tuple[str, str, float]],
     inline: InlineSlots | None,

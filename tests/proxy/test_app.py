@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from tests.integration.harness import html, weaver_stack
-from tests.servers import serve_app
+from tests.servers import serve_app, serve_runner
 from weaver.config.load import build_config
 from weaver.config.schema import Config
 from weaver.proxy.app import build_app, hub_for, lane_front, page_front
@@ -109,11 +109,7 @@ async def test_the_page_front_proxies_pages_past_the_router_and_leaves_it_the_re
                 ("GET", "/a", {"Expect": "100-continue"}),  # the router's expect handler
             ):
                 assert pages(make_mocked_request(method, path, headers, app=app)) is None
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started
-            url = f"http://127.0.0.1:{port}"
-            try:
+            async with serve_runner(runner) as url:
                 async with asyncio.timeout(10), aiohttp.ClientSession() as client:
                     async with client.get(url + "/_weaver/metrics") as resp:
                         before = _bypassed(await resp.text())
@@ -126,8 +122,6 @@ async def test_the_page_front_proxies_pages_past_the_router_and_leaves_it_the_re
                         assert resp.status == 200
                     async with client.get(url + "/_weaver/metrics") as resp:
                         after = _bypassed(await resp.text())
-            finally:
-                await runner.cleanup()
     assert seen == ["GET /a", "POST /b"]
     assert after - before == 2.0  # both counted by the access middleware, front or not
     assert page_front(web.Application()) is None  # not Weaver's app: no front

@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.integration.harness import TOKEN, html, weaver_config, weaver_stack
-from tests.servers import Handler, serve_app
+from tests.servers import Handler, serve_app, serve_runner
 from weaver.proxy.app import build_app, lane_front
 from weaver.proxy.edge import EDGE_KEY
 from weaver.proxy.hitlane import HitLane
@@ -132,11 +132,7 @@ async def test_the_listener_answers_lane_hits_ahead_of_the_router_and_counts_the
             config = weaver_config(origin_url, cache_dir)
             runner = EdgeRunner(build_app(config), config.server, front=lane_front)
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started
-            url = f"http://127.0.0.1:{port}"
-            try:
+            async with serve_runner(runner) as url:
                 async with asyncio.timeout(10), aiohttp.ClientSession() as client:
                     async with client.get(url + "/_weaver/metrics") as resp:
                         before = _hits(await resp.text())
@@ -147,8 +143,6 @@ async def test_the_listener_answers_lane_hits_ahead_of_the_router_and_counts_the
                             timings.append(resp.headers["Server-Timing"])
                     async with client.get(url + "/_weaver/metrics") as resp:
                         after = _hits(await resp.text())
-            finally:
-                await runner.cleanup()
     assert count == {"/": 1}
     assert timings[2:] == ["cache;desc=hit", "cache;desc=hit"]  # the lane, at the listener
     assert after - before == 3.0  # the ordinary hit and the two lane hits (counters are
