@@ -131,7 +131,7 @@ class Conductor:
                 await self.feed(ShellChunk(chunk))
                 await self.root.drain()
         except Exception as exc:
-            self.root.push(_Raising(exc))
+            self.root.push(Raising(exc))
             await self.feed(ShellFailed())
             return
         await self.feed(ShellEnd())
@@ -347,13 +347,14 @@ async def _tee(body: AsyncIterator[bytes], writer: BlobWriter) -> AsyncIterator[
         yield chunk
 
 
-class _Raising:
-    """An async iterable that fails where it stands in the sequence."""
+class Raising:
+    """An async iterable that fails with ``exc`` at once: where it stands in a sequence,
+    or as the rest of a body that broke off."""
 
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
-    def __aiter__(self) -> _Raising:
+    def __aiter__(self) -> Raising:
         return self
 
     async def __anext__(self) -> bytes:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from weaver.cache.fills import Fill
 from weaver.cache.store import BlobWriter
 from weaver.proxy import access_log, metrics
-from weaver.proxy.conductor import BOOTSTRAP, Conductor, new_sequencer
+from weaver.proxy.conductor import BOOTSTRAP, Conductor, Raising, new_sequencer
 from weaver.proxy.edge import Edge
 from weaver.proxy.fill_plan import FillPlan
 from weaver.proxy.forwarding import strip_hop_by_hop
@@ -140,7 +140,7 @@ class _Woven:
                 return _Handover(commands, None)
             await _put(self.fill, self.writer, self._carried_out(commands))
         except Exception as exc:  # the conductor pushes it in place (as it would have)
-            return _Handover([], _Failing(exc))
+            return _Handover([], Raising(exc))
         return None
 
     def _carried_out(self, commands: list[Command]) -> bytes:
@@ -174,7 +174,7 @@ class _Woven:
         try:
             await conductor.carry_out(handover.commands)
         except Exception as exc:  # as if the shell had broken off there
-            rest = _Failing(exc)
+            rest = Raising(exc)
         if heads or fill.head.done():  # the head is known: nothing to wait for
             if rest is not None:
                 conductor.tasks.create_task(conductor.conduct(rest))
@@ -250,19 +250,6 @@ async def _put(fill: Fill, writer: BlobWriter | None, data: bytes) -> None:
         if writer is not None:
             await writer.write(data)
         await fill.feed(data)
-
-
-class _Failing:
-    """A body that breaks off with ``exc`` at once: the rest of one that did."""
-
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc
-
-    def __aiter__(self) -> _Failing:
-        return self
-
-    async def __anext__(self) -> bytes:
-        raise self.exc
 
 
 def server_timing(

@@ -22,6 +22,12 @@ from weaver.session import stats
 from weaver.session.stats import SessionEvent
 
 
+def _fragment_counts(*outcomes: str) -> dict[tuple[str, str], float]:
+    """Each outcome's fragment count and timed count, now (counters are process-wide)."""
+    names = ("weaver_fragments_total", "weaver_fragment_seconds_count")
+    return {(n, o): _value(n, outcome=o) for n in names for o in outcomes}
+
+
 def _value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -54,13 +60,12 @@ def test_each_ended_include_is_counted_by_outcome_and_timed_and_a_page_by_its_sh
         record(Outcome.TIMEOUT, 0.3),
         record(Outcome.REFUSED, None),  # never fetched: counted, not timed
     ]
-    names = ("weaver_fragments_total", "weaver_fragment_seconds_count")
-    before = {(n, o): _value(n, outcome=o) for n in names for o in ("ok", "timeout", "refused")}
+    before = _fragment_counts("ok", "timeout", "refused")
     pages = _value("weaver_origin_seconds_count")
     for fragment in ended:
         observe_fragment(fragment)
     observe_shell(0.001)
-    after = {(n, o): _value(n, outcome=o) for n, o in before}
+    after = _fragment_counts(*{o for _, o in before})
     assert {key: after[key] - before[key] for key in before} == {
         ("weaver_fragments_total", "ok"): 2,
         ("weaver_fragments_total", "timeout"): 1,
@@ -146,8 +151,7 @@ async def test_a_woven_page_s_includes_are_counted_by_the_time_its_body_is_whole
     async def gone(request: web.Request) -> web.Response:
         raise web.HTTPGone()
 
-    names = ("weaver_fragments_total", "weaver_fragment_seconds_count")
-    before = {(n, o): _value(n, outcome=o) for n in names for o in ("ok", "error")}
+    before = _fragment_counts("ok", "error")
     async with (
         asyncio.timeout(10),
         weaver_stack({"/": page, "/ok": ok, "/gone": gone}) as stack,
@@ -156,7 +160,7 @@ async def test_a_woven_page_s_includes_are_counted_by_the_time_its_body_is_whole
         async with client.get(stack.url + "/") as resp:
             assert (await resp.text()).startswith("fine")
             # the followers end the body after the fill's last include ended: counted
-            after = {(n, o): _value(n, outcome=o) for n, o in before}
+            after = _fragment_counts(*{o for _, o in before})
     assert {key: after[key] - before[key] for key in before} == {
         ("weaver_fragments_total", "ok"): 2,
         ("weaver_fragments_total", "error"): 1,
