@@ -75,11 +75,11 @@ class Consumers:
         else:
             outbox.last_seq = last_seq
             for seq, message in replay.entries:
-                outbox.put(seq, message)
+                outbox.put_missed(seq, message)
         for seq, message in held:
             if seq > outbox.last_seq + 1:
                 outbox.overflow()  # a hole: resume from the shared log
-            outbox.put(seq, message)
+            outbox.put_missed(seq, message)
         return outbox, not replay.is_reset and last_seq > 0, replay.seq
 
     def _attach_local(self, session: Session, last_seq: int) -> tuple[Outbox, bool, int]:
@@ -93,7 +93,7 @@ class Consumers:
             self._reset(session)
         else:
             for seq, message in missed:
-                outbox.put(seq, message)
+                outbox.put_missed(seq, message)
         return outbox, missed is not None and last_seq > 0, hello_seq
 
     def detach(self, session: Session, outbox: Outbox, *, is_leaving: bool = False) -> None:

@@ -2,6 +2,9 @@
 
 Overflow policy DISCONNECT_1013: past ``max_messages`` or ``max_bytes`` the outbox is
 emptied and marked; the consumer is closed with 1013 and resumes from the session's log.
+What a consumer missed, put as it attaches (:meth:`Outbox.put_missed`), is bounded by the
+session's log, not by these bounds: a resume never overflows on its own replay (else
+the client would resume into the same replay, and be cut off again).
 Fan-out puts without awaiting: when nothing is queued and the connection can take a
 message at once (:attr:`Outbox.direct`), it is written without a task switch.
 """
@@ -19,6 +22,7 @@ class Outbox:
     """One consumer's bounded queue of (seq, message); overflow marks it for 1013."""
 
     __slots__ = (
+        "_backlog",
         "_bytes",
         "_end",
         "_items",
@@ -39,7 +43,8 @@ class Outbox:
         # not): fan-out then costs no task switch per consumer. Set by the consumer.
         self.direct: Callable[[bytes], bool] | None = None
         self._items: deque[tuple[int, bytes]] = deque()
-        self._bytes = 0
+        self._bytes = 0  # of the items past the backlog
+        self._backlog = 0  # the first items: missed ones, outside the bounds
         self._ready = asyncio.Event()
         self.last_seq = 0  # the last seq put: a message is put once, in seq order
         # While attaching from a shared log: what arrives meanwhile, sorted out after.
@@ -58,6 +63,19 @@ class Outbox:
         if not self._items and self.direct is not None and self.direct(message):
             return
         self._queue(seq, message)
+
+    def put_missed(self, seq: int, message: bytes) -> None:
+        """A message the consumer missed, put as it attaches (before anything else): not
+        counted against the bounds, which measure how far it falls behind once it reads."""
+        if len(self._items) > self._backlog:  # not before everything else: as any put
+            self.put(seq, message)
+            return
+        if self.is_overflowed or seq <= self.last_seq:
+            return
+        self.last_seq = seq
+        self._items.append((seq, message))
+        self._backlog += 1
+        self._ready.set()
 
     def put_unlogged(self, message: bytes) -> None:
         """A message outside the log (a node's own ``bye``): numbered like ``hello``."""
@@ -78,7 +96,7 @@ class Outbox:
         """Cut the consumer off (1013): it resumes from the log."""
         self.is_overflowed = True
         self._items.clear()
-        self._bytes = 0
+        self._bytes = self._backlog = 0
         self._ready.set()
 
     def _put(self, seq: int, message: bytes) -> None:
@@ -87,15 +105,17 @@ class Outbox:
         self._queue(seq, message)
 
     def _queue(self, seq: int, message: bytes) -> None:
-        if self._items:  # queueing: a slot's adjacent chunks go as one (session/slots.py)
+        queued = len(self._items) - self._backlog
+        if queued:  # queueing: a slot's adjacent chunks go as one (session/slots.py)
             merged = merge_append(self._items[-1][1], message, seq)
             if merged is not None:
                 self._bytes -= len(self._items.pop()[1])
+                queued -= 1
                 message = merged
-        if len(self._items) >= self.max_messages or self._bytes + len(message) > self.max_bytes:
+        if queued >= self.max_messages or self._bytes + len(message) > self.max_bytes:
             self.is_overflowed = True  # DISCONNECT_1013: resumes from the log
             self._items.clear()
-            self._bytes = 0
+            self._bytes = self._backlog = 0
         else:
             self._items.append((seq, message))
             self._bytes += len(message)
@@ -109,5 +129,8 @@ class Outbox:
         if self.is_overflowed:
             return None
         seq, message = self._items.popleft()
-        self._bytes -= len(message)
+        if self._backlog:
+            self._backlog -= 1
+        else:
+            self._bytes -= len(message)
         return seq, message

@@ -104,3 +104,17 @@ async def test_a_session_dropped_during_every_load_closes_the_socket_1013_to_ret
     assert dropped == [1] * MAX_LOADS
     assert closed == (1013, "the session was dropped while it was loaded; retry")
     assert hello == {"type": "hello", "seq": 0, "session": session_id, "resumed": False}
+
+
+async def test_a_resume_that_missed_more_than_the_outbox_holds_gets_it_all() -> None:
+    """The replay is bounded by the session's log, not by the outbox: a consumer cut off
+    (1013) by its own replay would resume into the same replay, again and again."""
+    async with running_hub(outbound_max_messages=4) as running:
+        session_id, cookie = running.page()
+        for i in range(10):  # missed while no consumer was attached: 10 > 4
+            running.hub.publish_session(session_id, i)
+        async with client(running, cookie) as ws:
+            hello = await receive(ws)
+            missed = [await receive(ws) for _ in range(10)]
+    assert hello["seq"] == 10
+    assert [(m["seq"], m["data"]) for m in missed] == [(i + 1, i) for i in range(10)]

@@ -104,3 +104,24 @@ async def test_get_waits_for_a_message_and_answers_none_once_cut_off() -> None:
         cut = tasks.create_task(box.get())
         box.overflow()
         assert await cut is None
+
+
+async def test_what_a_consumer_missed_is_taken_whole_and_the_bounds_count_from_there() -> None:
+    """A resume's replay is bounded by the session's log, not the outbox: were it cut
+    off, the client would resume into the same replay and be cut off again."""
+    box = outbox(max_messages=2, max_bytes=10)
+    for seq in range(1, 6):
+        box.put_missed(seq, b"missed")  # 5 messages, 30 bytes: past both bounds
+    box.put(6, b"a")
+    box.put(7, b"b")  # two behind once it reads: within the bound, nothing cut off
+    assert [seq for seq, _ in await drain(box)] == [1, 2, 3, 4, 5, 6, 7]
+    for seq in (8, 9, 10):
+        box.put(seq, b"x")  # three behind: cut off as ever
+    assert box.is_overflowed and await box.get() is None
+
+
+async def test_a_missed_message_after_live_ones_is_an_ordinary_put() -> None:
+    box = outbox(max_messages=1)
+    box.put(1, b"live")
+    box.put_missed(2, b"late")  # queued behind a live one: it counts
+    assert box.is_overflowed
